@@ -1,0 +1,104 @@
+"""Health checks of ops guide §3.4: the JSON shape, and 503 naming what failed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from ytvideo.config import Settings
+from ytvideo.db import Database
+from ytvideo.health import check_disk, health_report
+from ytvideo_services import PostgresServer, RedisServer, Stack, free_port, metric_value, wait_for
+
+
+def test_health_is_200_with_every_check(stack: Stack) -> None:
+    response = stack.client.get("/health")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "healthy"
+    datetime.fromisoformat(body["timestamp"])
+    assert body["checks"]["database"] == "healthy"
+    assert body["checks"]["redis"] == "healthy"
+    assert body["checks"]["disk"].startswith("healthy: ")
+    assert body["checks"]["disk"].endswith("% free")
+    assert stack.client.get("/health/live").json() == {"status": "alive"}
+    assert stack.client.get("/health/ready").json() == {"status": "ready"}
+
+
+def test_health_is_503_naming_postgres_while_it_is_stopped(
+    stack: Stack, postgres: PostgresServer
+) -> None:
+    errors_before = metric_value(
+        stack.metrics(), "http_requests_total", method="GET", path="/health", status="503"
+    )
+    postgres.stop()
+    try:
+        response = stack.client.get("/health")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "unhealthy"
+        assert body["checks"]["database"].startswith("unhealthy: cannot connect to PostgreSQL")
+        assert body["checks"]["redis"] == "healthy"
+        assert body["checks"]["disk"].startswith("healthy")
+
+        ready = stack.client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.json() == {"status": "not ready", "failing": ["database"]}
+        assert stack.client.get("/health/live").status_code == 200
+
+        refused = stack.generate(title="t", script="s", resolution="128x72", duration=1)
+        assert refused.status_code == 503
+        assert "database unavailable" in refused.json()["detail"]
+
+        metrics = stack.metrics()  # still served; the job store is marked down
+        assert metric_value(metrics, "ytvideo_job_store_up") == 0
+        assert (
+            metric_value(metrics, "http_requests_total", method="GET", path="/health", status="503")
+            == errors_before + 1
+        )
+    finally:
+        postgres.start()
+    recovered = wait_for(
+        "/health 200 after PostgreSQL restarted",
+        lambda: (r := stack.client.get("/health")).status_code == 200 and r,
+        60,
+        stack.logs,
+    )
+    assert recovered.json()["checks"]["database"] == "healthy"
+    assert metric_value(stack.metrics(), "ytvideo_job_store_up") == 1
+
+
+def test_health_names_redis_when_it_is_unreachable(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": postgres.url,
+            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "MEDIA_DIR": str(tmp_path),
+            "HEALTH_CHECK_TIMEOUT_SECONDS": "1",
+        }
+    )
+    status, body = health_report(settings, Database(settings.database_url))
+    assert status == 503
+    assert body["checks"]["database"] == "healthy"
+    assert body["checks"]["redis"].startswith("unhealthy: cannot reach Redis")
+
+
+def test_health_reports_redis_healthy_against_the_real_server(
+    postgres: PostgresServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(
+        {"DATABASE_URL": postgres.url, "REDIS_URL": redis_server.url, "MEDIA_DIR": str(tmp_path)}
+    )
+    status, body = health_report(settings, Database(settings.database_url))
+    assert (status, body["status"]) == (200, "healthy")
+
+
+def test_disk_check_thresholds(tmp_path: Path) -> None:
+    full = check_disk(tmp_path, 1.01)
+    assert not full.healthy
+    assert "DISK_MIN_FREE_RATIO" in full.render()
+    assert full.render().startswith("unhealthy: ")
+    missing = check_disk(tmp_path / "not" / "yet", 0.0)  # measured at the nearest parent
+    assert missing.healthy

@@ -1,0 +1,3 @@
+"""ytvideo: the YTEMPIRE GPU video service (API, worker, render pipeline)."""
+
+__version__ = "1.0.0"

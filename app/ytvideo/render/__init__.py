@@ -1,0 +1,1 @@
+"""The render pipeline: timeline, torch frames, narration, ffmpeg encoding."""
