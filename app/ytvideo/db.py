@@ -201,8 +201,11 @@ class Database:
             cur.execute("SELECT count(*) FROM video_jobs")
             return int(cur.fetchone()[0])
 
-    def claim_job(self, job_id: uuid.UUID, worker: str, stale_seconds: float) -> ClaimedJob | None:
-        """Take a queued job, or a running one whose worker stopped beating."""
+    def claim_job(
+        self, job_id: uuid.UUID, worker: str, stale_seconds: float, max_attempts: int
+    ) -> ClaimedJob | None:
+        """Take a queued job, or a running one whose worker stopped beating and
+        that has attempts left (the reaper fails the others)."""
         lease = uuid.uuid4()
         with self.connection() as conn, conn.cursor() as cur:
             cur.execute(
@@ -210,9 +213,9 @@ class Database:
                 " lease = %s, worker = %s, started_at = now(), heartbeat_at = now(),"
                 " requeued_at = NULL"
                 " WHERE id = %s AND (status = 'queued' OR (status = 'running'"
-                " AND heartbeat_at < now() - make_interval(secs => %s)))"
+                " AND heartbeat_at < now() - make_interval(secs => %s) AND attempts < %s))"
                 " RETURNING attempts, title, script, width, height, duration_seconds, fps",
-                (str(lease), worker, str(job_id), stale_seconds),
+                (str(lease), worker, str(job_id), stale_seconds, max_attempts),
             )
             row = cur.fetchone()
             if row is None:

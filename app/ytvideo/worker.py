@@ -102,7 +102,9 @@ class RenderWorker:
         """Render one job; returns its final status (or ``skipped``)."""
         from .render.pipeline import PipelineError, RenderSpec, render_video
 
-        job = self.db.claim_job(job_id, self.name, self.settings.stale_job_seconds)
+        job = self.db.claim_job(
+            job_id, self.name, self.settings.stale_job_seconds, self.settings.max_attempts
+        )
         if job is None:
             log.info("job %s is not waiting (done, or rendering elsewhere); skipping", job_id)
             return "skipped"
