@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, pytest (repository, plugins, app) and every
+# Molecule scenario. Installs what it needs (scripts/bootstrap.sh), runs every
+# step even after a failure, and exits non-zero if any step failed.
+#
+#   scripts/test.sh [STEP ...]    steps: lint pytest app molecule (default: all)
+#   MOLECULE_DISTRO=debian13 scripts/test.sh molecule
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+scripts/bootstrap.sh dev,app || exit 1
+export PATH=$root/.venv/bin:$PATH
+export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 MOLECULE_NO_COLOR=1 NO_COLOR=1
+
+lint() {
+  yamllint --strict . &&
+  ansible-lint &&
+  ruff check . &&
+  ruff format --check . &&
+  ansible-playbook --syntax-check site.yml playbooks/*.yml
+}
+pytest_repo() { pytest tests; }
+pytest_app() { pytest app/tests; }
+molecule_all() {
+  local scenario failed=0
+  for scenario in molecule/*/molecule.yml; do
+    scenario=$(basename "$(dirname "$scenario")")
+    echo "--- molecule test -s $scenario (${MOLECULE_DISTRO:-debian12})"
+    molecule test -s "$scenario" || failed=1
+  done
+  return $failed
+}
+
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(lint pytest app molecule)
+passed=0 failed=0 report=""
+for step in "${steps[@]}"; do
+  case "$step" in
+    lint) fn=lint ;; pytest) fn=pytest_repo ;; app) fn=pytest_app ;; molecule) fn=molecule_all ;;
+    *) echo "test.sh: unknown step '$step' (lint, pytest, app, molecule)" >&2; exit 2 ;;
+  esac
+  echo "=== $step"
+  start=$SECONDS
+  if $fn; then result=passed; passed=$((passed + 1)); else result=FAILED; failed=$((failed + 1)); fi
+  report+=$(printf '%-9s %-7s %4ss' "$step" "$result" "$((SECONDS - start))")$'\n'
+done
+printf '\n=== summary (%ss in all)\n%s' "$SECONDS" "$report"
+echo "steps: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

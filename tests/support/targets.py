@@ -1,0 +1,96 @@
+"""Real systemd hosts (containers from molecule/images/build.sh) that tests
+run the repository's playbooks against."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
+# What changes on a host whatever a playbook does: connection scratch space,
+# the journal, runtime state.
+VOLATILE = ("/tmp", "/root/.ansible", "/var/log/journal", "/run", "/var/tmp", "/var/lib/systemd")
+
+
+@dataclass
+class Target:
+    """A systemd container that playbooks run against."""
+
+    name: str
+
+    def exec(self, *cmd: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["docker", "exec", self.name, *cmd], capture_output=True, text=True, check=False
+        )
+
+    def diff(self) -> set[str]:
+        """Paths changed relative to the image (`docker diff`), volatile ones left out."""
+        out = subprocess.run(
+            ["docker", "diff", self.name], capture_output=True, text=True, check=True
+        ).stdout
+        paths = {line.split(" ", 1)[1] for line in out.splitlines() if line}
+        return {p for p in paths if not p.startswith(VOLATILE)}
+
+    def playbook(
+        self, playbook: str | Path, extra_vars: dict | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a playbook of the repository against this host (group `ytempire`)."""
+        inventory = {
+            "ytempire": {
+                "hosts": {
+                    self.name: {
+                        "ansible_connection": "community.docker.docker",
+                        "ansible_host": self.name,
+                    }
+                }
+            }
+        }
+        scratch = ROOT / ".cache" / "pytest" / self.name
+        scratch.mkdir(parents=True, exist_ok=True)
+        (scratch / "inventory.json").write_text(json.dumps(inventory))
+        (scratch / "vars.json").write_text(json.dumps(extra_vars or {}))
+        cmd = [
+            "ansible-playbook",
+            "-i",
+            str(scratch / "inventory.json"),
+            "-e",
+            f"@{scratch / 'vars.json'}",
+            str(ROOT / playbook),
+        ]
+        if check:
+            cmd.append("--check")
+        env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+        env["ANSIBLE_FACT_CACHING"] = "memory"
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+
+
+def start_target(name: str, network: str | None = None) -> Target:
+    """Start a systemd host the way the sandbox and the Molecule base config do."""
+    cmd = [str(ROOT / "molecule/images/start.sh"), name, DISTRO]
+    if network:
+        cmd.append(network)
+    started = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if started.returncode != 0:
+        raise RuntimeError(f"could not start {name}: {started.stdout}{started.stderr}")
+    return Target(name)
+
+
+def stop_target(target: Target) -> None:
+    subprocess.run(["docker", "rm", "-f", "-v", target.name], check=False, capture_output=True)
+
+
+def assert_refused_unchanged(
+    target: Target, playbook: str, extra_vars: dict, message: str
+) -> subprocess.CompletedProcess[str]:
+    """Bad input: the run fails with `message` and the host is exactly as before."""
+    before = target.diff()
+    result = target.playbook(playbook, extra_vars)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert message in " ".join(output.split()), output
+    assert target.diff() == before, "the failed run changed the host"
+    return result
