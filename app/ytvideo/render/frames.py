@@ -86,21 +86,30 @@ class Enhancer:
         radius = max(1, math.ceil(sigma * 2.5))
         x = torch.arange(-radius, radius + 1, dtype=torch.float32)
         g = torch.exp(-(x**2) / (2 * sigma**2))
-        g = (g / g.sum()).to(device)
-        self.kx = g.view(1, 1, 1, -1).repeat(3, 1, 1, 1)
-        self.ky = g.view(1, 1, -1, 1).repeat(3, 1, 1, 1)
+        self.taps = (g / g.sum()).tolist()
         self.radius = radius
         self.amount = amount
 
     def blur(self, x: torch.Tensor) -> torch.Tensor:
-        r = self.radius
-        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), self.kx, groups=3)
-        return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), self.ky, groups=3)
+        """Separable Gaussian as shifted multiply-adds: on the CPU about twice as fast
+        as a depthwise conv2d (oneDNN handles groups=3 poorly), the same on CUDA."""
+        r, taps = self.radius, self.taps
+        height, width = x.shape[2], x.shape[3]
+        padded = F.pad(x, (r, r, 0, 0), mode="replicate")
+        rows = padded[..., 0:width] * taps[0]
+        for i in range(1, len(taps)):
+            rows.add_(padded[..., i : i + width], alpha=taps[i])
+        padded = F.pad(rows, (0, 0, r, r), mode="replicate")
+        out = padded[..., 0:height, :] * taps[0]
+        for i in range(1, len(taps)):
+            out.add_(padded[..., i : i + height, :], alpha=taps[i])
+        return out
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        sharp = frames + self.amount * (frames - self.blur(frames))
-        centred = sharp.clamp(0.0, 1.0) - 0.5
-        return (0.5 + centred * 1.06).clamp(0.0, 1.0)
+        """Sharpen the luma only (no colour fringes, a third of the work), then lift contrast."""
+        luma = frames[:, 0:1] * 0.299 + frames[:, 1:2] * 0.587 + frames[:, 2:3] * 0.114
+        detail = (luma - self.blur(luma)).mul_(self.amount)
+        return frames.add(detail).sub_(0.5).mul_(1.06).add_(0.5).clamp_(0.0, 1.0)
 
 
 class FrameRenderer:
@@ -189,9 +198,16 @@ class FrameRenderer:
         )
 
     def _animated_text(self, mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Fade the text in while it rises slightly and grows to full size."""
-        n = t.shape[0]
-        p = _ease_out(t / TEXT_FADE_SECONDS)
+        """Fade the text in while it rises slightly and grows to full size.
+
+        Only frames inside the fade are resampled; after it the mask is used as
+        is (and broadcast), which is most frames of a scene.
+        """
+        moving = torch.nonzero(t < TEXT_FADE_SECONDS, as_tuple=False).flatten()
+        if moving.numel() == 0:
+            return mask
+        n = moving.numel()
+        p = _ease_out(t[moving] / TEXT_FADE_SECONDS)
         scale = 1.0 / (0.94 + 0.06 * p)
         theta = torch.zeros(n, 2, 3, device=self.device)
         theta[:, 0, 0] = scale
@@ -199,7 +215,9 @@ class FrameRenderer:
         theta[:, 1, 2] = -0.05 * (1.0 - p)
         grid = F.affine_grid(theta, [n, 1, self.height, self.width], align_corners=False)
         moved = F.grid_sample(mask.expand(n, -1, -1, -1), grid, align_corners=False)
-        return moved * p.view(-1, 1, 1, 1)
+        alpha = mask.expand(t.shape[0], -1, -1, -1).clone()
+        alpha[moving] = moved * p.view(-1, 1, 1, 1)
+        return alpha
 
     def _draw_text(self, base: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         alpha = self._animated_text(mask, t)

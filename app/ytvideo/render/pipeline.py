@@ -183,6 +183,7 @@ def render_video(spec: RenderSpec, settings: Settings, tools: RenderTools) -> Re
             )
         except NarrationError as exc:
             raise PipelineError("narration", str(exc)) from exc
+        narrated = time.monotonic()
         try:
             images = [
                 load_image(d, i, (spec.width, spec.height)) for i, d in enumerate(spec.images)
@@ -217,6 +218,7 @@ def render_video(spec: RenderSpec, settings: Settings, tools: RenderTools) -> Re
             )
         except EncodeError as exc:
             raise PipelineError("encode", str(exc)) from exc
+        prepared = time.monotonic()
         try:
             frames = render_frames_to(renderer, encoder)
             encoder.close()
@@ -229,7 +231,8 @@ def render_video(spec: RenderSpec, settings: Settings, tools: RenderTools) -> Re
             partial.unlink(missing_ok=True)
             raise
     os.replace(partial, final)
-    seconds = time.monotonic() - started
+    finished = time.monotonic()
+    seconds = finished - started
     breakdown = cost_breakdown(
         settings,
         tools.device.type,
@@ -238,6 +241,11 @@ def render_video(spec: RenderSpec, settings: Settings, tools: RenderTools) -> Re
         narration.characters,
         narration.cost_dollars,
     )
+    breakdown["stage_seconds"] = {
+        "narration": round(narrated - started, 3),
+        "prepare": round(prepared - narrated, 3),
+        "frames_and_encode": round(finished - prepared, 3),
+    }
     log.info(
         "rendered %s: %d frames %dx%d in %.2f s on %s with %s, $%.6f",
         spec.job_id,
