@@ -25,6 +25,11 @@ from ytvideo_emulator import SpeechEmulator  # noqa: E402
 from ytvideo_services import PostgresServer, RedisServer, Stack  # noqa: E402
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Also declared in the top-level pyproject; repeated so app/tests stands alone.
+    config.addinivalue_line("markers", "docker: needs a Docker engine and the local images")
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     # Under /tmp, not pytest's 0700 basetemp: PostgreSQL runs as another user when we are root.
