@@ -6,14 +6,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# The toolchain of the interpreter running the tests (the project's .venv).
+TOOL_PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
 # What changes on a host whatever a playbook does: connection scratch space,
-# the journal, runtime state.
-VOLATILE = ("/tmp", "/root/.ansible", "/var/log/journal", "/run", "/var/tmp", "/var/lib/systemd")
+# the journal, runtime state, the apt index and its logs (check mode refreshes
+# the index and asks apt's solver).
+VOLATILE = (
+    *("/tmp", "/var/tmp", "/run", "/root/.ansible", "/var/lib/systemd"),  # noqa: S108  in the host
+    *("/var/log/journal", "/var/log/apt", "/var/lib/apt/lists", "/var/cache/apt"),
+)
 
 
 @dataclass
@@ -33,7 +40,13 @@ class Target:
             ["docker", "diff", self.name], capture_output=True, text=True, check=True
         ).stdout
         paths = {line.split(" ", 1)[1] for line in out.splitlines() if line}
-        return {p for p in paths if not p.startswith(VOLATILE)}
+        # A directory shows as changed when anything below it does: drop the
+        # ancestors of volatile paths, keep everything else.
+        return {
+            p
+            for p in paths
+            if not p.startswith(VOLATILE) and not any(v.startswith(p + "/") for v in VOLATILE)
+        }
 
     def playbook(
         self, playbook: str | Path, extra_vars: dict | None = None, check: bool = False
@@ -63,7 +76,12 @@ class Target:
         ]
         if check:
             cmd.append("--check")
-        env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+        env = {
+            **os.environ,
+            "PATH": TOOL_PATH,
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+        }
         env["ANSIBLE_FACT_CACHING"] = "memory"
         return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
 
