@@ -5,6 +5,7 @@
 #
 #   scripts/test.sh [STEP ...]    steps: lint pytest app molecule (default: all)
 #   MOLECULE_DISTRO=debian13 scripts/test.sh molecule
+#   MOLECULE_SCENARIOS="base kernel" scripts/test.sh molecule
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -23,8 +24,8 @@ pytest_repo() { pytest tests; }
 pytest_app() { pytest app/tests; }
 molecule_all() {
   local scenario failed=0
-  for scenario in molecule/*/molecule.yml; do
-    scenario=$(basename "$(dirname "$scenario")")
+  local scenarios=${MOLECULE_SCENARIOS:-$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done)}
+  for scenario in $scenarios; do
     echo "--- molecule test -s $scenario (${MOLECULE_DISTRO:-debian12})"
     molecule test -s "$scenario" || failed=1
   done
