@@ -231,6 +231,8 @@ def render_video(spec: RenderSpec, settings: Settings, tools: RenderTools) -> Re
             partial.unlink(missing_ok=True)
             raise
     os.replace(partial, final)
+    for leftover in media.glob(f".{spec.job_id}.*.partial.mp4"):  # from a worker that died
+        leftover.unlink(missing_ok=True)
     finished = time.monotonic()
     seconds = finished - started
     breakdown = cost_breakdown(
