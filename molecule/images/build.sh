@@ -72,8 +72,8 @@ if [ ! -s "$tarball" ]; then
   printf '%s\n' "$sources" > "$root/etc/apt/sources.list"
   if [ -n "$ca_file" ]; then
     # update-ca-certificates wants one certificate per file: split the bundle.
-    mkdir -p "$root/usr/local/share/ca-certificates/ytempire"
-    awk -v dir="$root/usr/local/share/ca-certificates/ytempire" \
+    mkdir -p "$root/usr/local/share/ca-certificates/image-build"
+    awk -v dir="$root/usr/local/share/ca-certificates/image-build" \
       '/BEGIN CERTIFICATE/ { n++; f = sprintf("%s/extra-%03d.crt", dir, n) } f { print > f } /END CERTIFICATE/ { close(f); f = "" }' "$ca_file"
     chroot "$root" update-ca-certificates > /dev/null 2>&1
   fi
