@@ -58,13 +58,20 @@ def test_requirements_pin_the_collections_in_use():
             installed.setdefault(name, info["version"])
     for entry in pinned:
         assert installed.get(entry["name"]) == entry["version"], entry["name"]
-    used = set(re.findall(r"\b([a-z_]+\.[a-z_]+)\.[a-z_]+:", _all_task_files()))
+    module_key = re.compile(r"^\s*(?:- )?([a-z_]+\.[a-z_]+)\.[a-z_0-9]+:", re.MULTILINE)
+    used = set(module_key.findall(_all_task_files()))
     used -= {"ansible.builtin"}
     assert used <= {e["name"] for e in pinned}, f"not in requirements.yml: {used}"
 
 
 def _all_task_files() -> str:
-    files = [*ROOT.glob("roles/*/*/*.yml"), *ROOT.glob("playbooks/*.yml"), ROOT / "site.yml"]
+    files = [
+        *ROOT.glob("roles/*/tasks/*.yml"),
+        *ROOT.glob("roles/*/handlers/*.yml"),
+        *ROOT.glob("playbooks/*.yml"),
+        *ROOT.glob("molecule/*/*.yml"),
+        ROOT / "site.yml",
+    ]
     return "\n".join(p.read_text() for p in files)
 
 
