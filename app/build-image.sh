@@ -15,6 +15,7 @@
 #   BASE_IMAGE  base image, present locally (default: the Dockerfile's CUDA runtime)
 #   IMAGE       tag to build (default ytempire/ytvideo:latest)
 #   PYTHON      host Python with pip, used to prepare the wheels (default python3)
+#   IMAGE_PIP_VERSION  pip used inside the build (default 26.3)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -64,7 +65,7 @@ image_python=${image_full%.*}
 host_python=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 py=$wheelhouse/py
-pip_version=$("$python" -m pip --version | awk '{print $2}')
+pip_version=${IMAGE_PIP_VERSION:-26.3}  # the pip that installs inside the build, from its wheel
 stamp="$image_full pip-$pip_version $(cat "$here/requirements.txt" "$0" | sha256sum | cut -c1-64)"
 if [ "$(cat "$py/.stamp" 2>/dev/null)" != "$stamp" ]; then
   rm -rf "$py"
