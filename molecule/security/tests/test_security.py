@@ -99,6 +99,9 @@ def test_ufw_policy_and_rules(host):
     for port in ALLOWED_PORTS:
         assert any(line.startswith(f"{port}/tcp ") and "ALLOW IN" in line for line in lines), port
     assert str(CLOSED_PORT) not in status
+    # A port taken off the list is closed; a rule added by hand is not the role's.
+    assert "5432" not in status
+    assert any(line.startswith("2222/tcp ") for line in lines)
     for port in (80, 443, 8080):
         assert any(line.startswith(f"{port}/tcp ") and "ALLOW FWD" in line for line in lines), port
     assert host.service("ufw").is_enabled
