@@ -58,6 +58,13 @@ if [ "$(docker image inspect -f '{{ index .Config.Labels "ytempire.image.hash" }
 fi
 
 mkdir -p "$cache"
+# One build per distribution at a time: concurrent callers wait, then find it built.
+exec 9> "$cache/.$distro.lock"
+flock 9
+if [ "$(docker image inspect -f '{{ index .Config.Labels "ytempire.image.hash" }}' "$image:latest" 2>/dev/null)" = "$hash" ]; then
+  echo "build.sh: $image:latest is current ($hash)"
+  exit 0
+fi
 tarball=$cache/$distro-$hash.tar
 if [ ! -s "$tarball" ]; then
   command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
@@ -96,11 +103,15 @@ fi
 
 docker import "$tarball" "$image:rootfs" > /dev/null
 # Image metadata that `docker import --change` cannot set on every engine.
-docker build -q -t "$image:latest" - > /dev/null <<EOF
+if ! docker build -q -t "$image:latest" - > /dev/null 2> "$cache/$distro-$hash.build.log" <<EOF
 FROM $image:rootfs
 ENV container=docker
 LABEL ytempire.image.hash=$hash ytempire.image.distro=$distro
 STOPSIGNAL SIGRTMIN+3
 CMD ["/lib/systemd/systemd"]
 EOF
+then
+  cat "$cache/$distro-$hash.build.log" >&2
+  die "docker build of $image failed"
+fi
 echo "build.sh: built $image:latest ($hash)"
