@@ -53,25 +53,26 @@ import os  # noqa: E402  Ansible module layout: DOCUMENTATION precedes imports
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402  as above
 
+PROC_SYS = "/proc/sys"
 
-def proc_path(key: str) -> str:
-    return os.path.join("/proc/sys", *key.split("."))
+
+def proc_path(key: str, root: str = PROC_SYS) -> str:
+    return os.path.join(root, *key.split("."))
 
 
 def normalise(value: object) -> str:
     return " ".join(str(value).split())
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={"settings": {"type": "dict", "required": True}},
-        supports_check_mode=True,
-    )
+def apply_settings(
+    settings: dict[str, object], root: str = PROC_SYS, check_mode: bool = False
+) -> dict[str, object]:
+    """Write the differing keys under root (unless check_mode); say what happened to each."""
     applied: list[str] = []
     current: list[str] = []
     not_applied: dict[str, dict[str, str]] = {}
-    for key, wanted in sorted(module.params["settings"].items()):
-        path = proc_path(key)
+    for key, wanted in sorted(settings.items()):
+        path = proc_path(key, root)
         if not os.path.exists(path):
             not_applied[key] = {"reason": "not present in this kernel or namespace", "live": ""}
             continue
@@ -87,7 +88,7 @@ def main() -> None:
         if not os.access(path, os.W_OK):
             not_applied[key] = {"reason": "read-only here", "live": live}
             continue
-        if not module.check_mode:
+        if not check_mode:
             try:
                 with open(path, "w", encoding="utf-8") as handle:
                     handle.write(normalise(wanted))
@@ -95,9 +96,16 @@ def main() -> None:
                 not_applied[key] = {"reason": f"refused: {error.strerror}", "live": live}
                 continue
         applied.append(key)
-    module.exit_json(
-        changed=bool(applied), applied=applied, current=current, not_applied=not_applied
+    return {"applied": applied, "current": current, "not_applied": not_applied}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={"settings": {"type": "dict", "required": True}},
+        supports_check_mode=True,
     )
+    result = apply_settings(module.params["settings"], check_mode=module.check_mode)
+    module.exit_json(changed=bool(result["applied"]), **result)
 
 
 if __name__ == "__main__":
