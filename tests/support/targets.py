@@ -10,10 +10,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 # The toolchain of the interpreter running the tests (the project's .venv).
 TOOL_PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
+# How this machine differs from production (no Docker repository or Docker
+# Hub; a cap on open files): the sandbox's settings, which test hosts share.
+MACHINE_VARS = yaml.safe_load(
+    (ROOT / "inventories/sandbox/group_vars/ytempire/docker.yml").read_text()
+)
 # What changes on a host whatever a playbook does: connection scratch space,
 # the journal, runtime state, the apt index and its logs (check mode refreshes
 # the index and asks apt's solver).
@@ -54,12 +61,13 @@ class Target:
         """Run a playbook of the repository against this host (group `ytempire`)."""
         inventory = {
             "ytempire": {
+                "vars": MACHINE_VARS,
                 "hosts": {
                     self.name: {
                         "ansible_connection": "community.docker.docker",
                         "ansible_host": self.name,
                     }
-                }
+                },
             }
         }
         scratch = ROOT / ".cache" / "pytest" / self.name
@@ -88,6 +96,12 @@ class Target:
 
 def start_target(name: str, network: str | None = None) -> Target:
     """Start a systemd host the way the sandbox and the Molecule base config do."""
+    # What the host installs the engine and the registry image from.
+    for script, *args in (("docker-bundle.sh", DISTRO), ("registry.sh",)):
+        path = ROOT / "molecule/images" / script
+        built = subprocess.run([path, *args], capture_output=True, text=True, check=False)
+        if built.returncode != 0:
+            raise RuntimeError(f"{script} failed: {built.stdout}{built.stderr}")
     cmd = [str(ROOT / "molecule/images/start.sh"), name, DISTRO]
     if network:
         cmd.append(network)
