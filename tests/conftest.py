@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,3 +26,22 @@ def fresh_host() -> Iterator[Target]:
         yield target
     finally:
         stop_target(target)
+
+
+@pytest.fixture(scope="session")
+def nvml_stub(tmp_path_factory) -> Path:
+    """libnvidia-ml.so.1 built from tests/plugins/data/nvml-stub/nvml_stub.c: a stand-in for
+    NVML whose answers come from the NVML_STUB_* environment variables (see that file)."""
+    gcc = shutil.which("gcc")
+    assert gcc, "gcc builds the NVML stand-in these tests need: install gcc (apt-get install gcc)"
+    library = tmp_path_factory.mktemp("nvml-stub") / "libnvidia-ml.so.1"
+    source = ROOT / "tests/plugins/data/nvml-stub/nvml_stub.c"
+    done = subprocess.run(
+        [gcc, "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-o", str(library), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return library

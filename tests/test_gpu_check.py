@@ -22,7 +22,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts/gpu-check.sh"
 DATA = ROOT / "tests/plugins/data/nvidia-smi"
-NVML_STUB_SOURCE = ROOT / "tests/plugins/data/nvml-stub/nvml_stub.c"
 NVML_STEP = "NVML encoder probe (the module's ctypes path)"
 VENV_BIN = str(Path(sys.executable).parent)
 SYSTEM_PATH = ["/usr/local/bin", "/usr/bin", "/bin"]
@@ -46,17 +45,17 @@ def fake_nvidia_smi(directory: Path, sample: str | None, rc: int = 0, said: str 
     return directory
 
 
-@pytest.fixture(scope="session")
-def nvml_stub(tmp_path_factory) -> Path:
-    """libnvidia-ml.so.1 answering from NVML_STUB_* variables (see its source)."""
-    gcc = shutil.which("gcc")
-    assert gcc, "gcc builds the NVML stand-in these tests need: install gcc (apt-get install gcc)"
-    library = tmp_path_factory.mktemp("nvml-stub") / "libnvidia-ml.so.1"
-    done = subprocess.run([gcc, "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-o",
-                           str(library), str(NVML_STUB_SOURCE)],
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return library
+@pytest.fixture
+def python3_without_ansible() -> str:
+    """The system python3, on which the script takes its plain-python path."""
+    python3 = shutil.which("python3", path=os.pathsep.join(SYSTEM_PATH))
+    if python3 is None:
+        pytest.skip("no system python3")
+    has_ansible = subprocess.run([python3, "-c", "import ansible"], capture_output=True,
+                                 check=False).returncode == 0  # fmt: skip
+    if has_ansible:
+        pytest.skip(f"{python3} can import ansible")
+    return python3
 
 
 def sample_uuids(sample: str) -> list[str]:
@@ -166,15 +165,8 @@ def test_a_real_sample_through_ansible(tmp_path):
     assert saved == (DATA / "dual-rtx-a5000.xml").read_text(encoding="utf-8")
 
 
-def test_a_real_sample_without_ansible(tmp_path):
+def test_a_real_sample_without_ansible(tmp_path, python3_without_ansible):
     path = [str(tmp_path / "bin"), *SYSTEM_PATH]
-    python3 = shutil.which("python3", path=os.pathsep.join(SYSTEM_PATH))
-    if python3 is None:
-        pytest.skip("no system python3")
-    has_ansible = subprocess.run([python3, "-c", "import ansible"], capture_output=True,
-                                 check=False).returncode == 0  # fmt: skip
-    if has_ansible:
-        pytest.skip(f"{python3} can import ansible")
     fake_nvidia_smi(tmp_path / "bin", "a100-sxm4-80gb-mig.xml")
     done, summary, _ = run_check(tmp_path, path)
     assert summary["facts_via"] == "python"
@@ -235,15 +227,8 @@ def test_nvml_missing_an_answer_for_a_gpu_fails_the_nvml_step(tmp_path, nvml_stu
     assert summary["facts"]["gpus"][1]["nvenc_evidence"].endswith("NVML_ERROR_GPU_IS_LOST (15))")
 
 
-def test_nvml_through_plain_python(tmp_path, nvml_stub):
+def test_nvml_through_plain_python(tmp_path, nvml_stub, python3_without_ansible):
     path = [str(tmp_path / "bin"), *SYSTEM_PATH]
-    python3 = shutil.which("python3", path=os.pathsep.join(SYSTEM_PATH))
-    if python3 is None:
-        pytest.skip("no system python3")
-    has_ansible = subprocess.run([python3, "-c", "import ansible"], capture_output=True,
-                                 check=False).returncode == 0  # fmt: skip
-    if has_ansible:
-        pytest.skip(f"{python3} can import ansible")
     fake_nvidia_smi(tmp_path / "bin", "tesla-p100-pcie-16gb.xml")
     nvml = nvml_answers(nvml_stub, tmp_path, sample_uuids("tesla-p100-pcie-16gb.xml"),
                         ["notsupported"])  # fmt: skip

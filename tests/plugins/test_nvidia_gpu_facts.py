@@ -25,7 +25,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "plugins/modules/nvidia_gpu_facts.py"
 DATA = Path(__file__).resolve().parent / "data/nvidia-smi"
-NVML_STUB_SOURCE = Path(__file__).resolve().parent / "data/nvml-stub/nvml_stub.c"
 # plugins/ is Ansible's, not a Python package: load the module from its file.
 _spec = importlib.util.spec_from_file_location("nvidia_gpu_facts", MODULE)
 nvidia_gpu_facts = importlib.util.module_from_spec(_spec)
@@ -393,20 +392,6 @@ def test_ansible_doc_renders_the_module():
 
 
 # --- NVML, through the stand-in library -------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def nvml_stub(tmp_path_factory) -> Path:
-    """libnvidia-ml.so.1 built from data/nvml-stub/nvml_stub.c; its answers come from the
-    NVML_STUB_* environment variables (see that file)."""
-    gcc = shutil.which("gcc")
-    assert gcc, "gcc builds the NVML stand-in these tests need: install gcc (apt-get install gcc)"
-    library = tmp_path_factory.mktemp("nvml-stub") / "libnvidia-ml.so.1"
-    done = subprocess.run([gcc, "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-o",
-                           str(library), str(NVML_STUB_SOURCE)],
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return library
 
 
 @pytest.fixture
