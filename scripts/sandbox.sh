@@ -21,10 +21,6 @@ case "${1:-up}" in
     # What the sandbox installs instead of Docker's repository and Docker Hub.
     molecule/images/docker-bundle.sh "$distro" > /dev/null
     molecule/images/registry.sh > /dev/null
-    # Docker mounts /proc/sys read-only; the sandbox engine must set its
-    # bridges' sysctls, which belong to the container's own network namespace.
-    docker exec "$name" sh -c 'test -w /proc/sys/net/ipv4/ip_forward ||
-      { mount --bind /proc/sys/net /proc/sys/net && mount -o remount,bind,rw /proc/sys/net; }'
     .venv/bin/ansible-playbook site.yml
     summary ;;
   status)

@@ -95,6 +95,29 @@ if [ ! -s "$tarball" ]; then
               systemd-firstboot.service; do
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
   done
+  # Docker mounts /proc/sys read-only. Its net/ part belongs to the
+  # container's own network namespace: a nested engine must set its bridges'
+  # sysctls there, and the kernel role can apply net.* keys live. This one
+  # unit makes it writable at boot, for Molecule's hosts, the sandbox and the
+  # pytest targets alike; keys outside net/ stay read-only (they are the
+  # machine's own).
+  cat > "$root/etc/systemd/system/ytempire-test-proc-sys-net.service" <<'UNIT'
+[Unit]
+Description=Make the container's own network sysctls writable (test hosts only)
+DefaultDependencies=no
+Before=sysinit.target systemd-sysctl.service
+ConditionVirtualization=container
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'test -w /proc/sys/net/ipv4/ip_forward || { mount --bind /proc/sys/net /proc/sys/net && mount -o remount,bind,rw /proc/sys/net; }'
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+  mkdir -p "$root/etc/systemd/system/sysinit.target.wants"
+  ln -sf ../ytempire-test-proc-sys-net.service "$root/etc/systemd/system/sysinit.target.wants/ytempire-test-proc-sys-net.service"
   chroot "$root" apt-get clean
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/log/*.log
   tar --numeric-owner -C "$root" -cf "$tarball.tmp" .
