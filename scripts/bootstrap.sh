@@ -58,6 +58,11 @@ if ! docker info > /dev/null 2>&1; then
   docker info > /dev/null 2>&1 || die "the Docker engine did not start (see /var/log/ytempire-dockerd.log)"
 fi
 
+# The test suite's linters of shell scripts (tests/test_gpu_check.py runs it).
+case ",$extras," in
+  *,dev,*) apt_install shellcheck ;;
+esac
+
 # Host packages the app's tests need (PostgreSQL, Redis, ffmpeg, espeak-ng).
 case ",$extras," in
   *,app,*) [ -f "$root/app/debian-packages.txt" ] && mapfile -t app_pkgs < <(grep -v '^\s*#' "$root/app/debian-packages.txt" | grep .) && apt_install "${app_pkgs[@]}" ;;
@@ -71,7 +76,7 @@ if [ "$(cat "$venv/.ytempire-stamp" 2>/dev/null)" != "$stamp" ]; then
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
   spec="$root"
-  [ -n "$extras" ] && spec="$root[$extras]"
+  [ -n "$extras" ] && spec="${root}[${extras}]"
   "$venv/bin/python" -m pip install -q "$spec"
   echo "$stamp" > "$venv/.ytempire-stamp"
 fi

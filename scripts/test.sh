@@ -1,33 +1,39 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, pytest (repository, plugins, app) and every
-# Molecule scenario. Installs what it needs (scripts/bootstrap.sh), runs every
-# step even after a failure, and exits non-zero if any step failed.
+# The whole test suite: lint, pytest (repository, plugins, bad input), the app
+# and the Molecule scenarios. Installs what it needs (scripts/bootstrap.sh),
+# runs every step even after a failure, prints the wall time of each step and
+# each scenario, and exits non-zero if any step failed.
 #
 #   scripts/test.sh [STEP ...]    steps: lint pytest app molecule (default: all)
 #   MOLECULE_DISTRO=debian13 scripts/test.sh molecule
-#   MOLECULE_SCENARIOS="base kernel" scripts/test.sh molecule
+#   MOLECULE_SCENARIOS="site" scripts/test.sh molecule
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+cd "$root" || exit 1
 scripts/bootstrap.sh dev,app || exit 1
 export PATH=$root/.venv/bin:$PATH
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 MOLECULE_NO_COLOR=1 NO_COLOR=1
 
+shell_scripts() { git ls-files -z '*.sh' .ci/run; }
 lint() {
   yamllint --strict . &&
   ansible-lint &&
   ruff check . &&
   ruff format --check . &&
+  shell_scripts | xargs -0 shellcheck &&
   ansible-playbook --syntax-check site.yml playbooks/*.yml
 }
 pytest_repo() { pytest tests; }
 pytest_app() { pytest app/tests; }
+scenario_report=""
 molecule_all() {
-  local scenario failed=0
+  local scenario failed=0 start result
   local scenarios=${MOLECULE_SCENARIOS:-$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done)}
   for scenario in $scenarios; do
     echo "--- molecule test -s $scenario (${MOLECULE_DISTRO:-debian12})"
-    molecule test -s "$scenario" || failed=1
+    start=$SECONDS
+    if molecule test -s "$scenario"; then result=passed; else result=FAILED; failed=1; fi
+    scenario_report+=$(printf '  %-7s %-7s %4ss' "$scenario" "$result" "$((SECONDS - start))")$'\n'
   done
   return $failed
 }
@@ -44,7 +50,8 @@ for step in "${steps[@]}"; do
   start=$SECONDS
   if $fn; then result=passed; passed=$((passed + 1)); else result=FAILED; failed=$((failed + 1)); fi
   report+=$(printf '%-9s %-7s %4ss' "$step" "$result" "$((SECONDS - start))")$'\n'
+  [ "$step" = molecule ] && report+=$scenario_report
 done
-printf '\n=== summary (%ss in all)\n%s' "$SECONDS" "$report"
+printf '\n=== summary (%ss in all, bootstrap included)\n%s' "$SECONDS" "$report"
 echo "steps: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
