@@ -20,6 +20,21 @@ from tests.support.targets import (
 PLAYBOOK = "site.yml"
 # The role alone, past its input checks (the wrong-key case).
 ROLE_PLAYBOOK = "tests/integration/nvidia.yml"
+# The sources are added one by one, each after its key is checked: the first one
+# is the driver's where the distribution needs NVIDIA's repository for it (Debian),
+# the toolkit's where the archive has the driver (Ubuntu).
+FIRST_SOURCE = {
+    "debian": (
+        "ytempire-nvidia-driver",
+        "EB693B3035CD5710E231E123A4B469963BF863CC",
+        "nvidia_driver_repository_key_fingerprint",
+    ),
+    "ubuntu": (
+        "ytempire-nvidia-container-toolkit",
+        "C95B321B61E88C1809C4F759DDCAE044F796ECB0",
+        "nvidia_container_toolkit_repository_key_fingerprint",
+    ),
+}[DISTRO.rstrip("0123456789")]
 
 CASES = {
     "unknown driver branch": (
@@ -125,15 +140,15 @@ def test_wrong_key_fingerprint_refused_before_the_source_is_written(fresh_host):
         "nvidia_driver_repository_key_url": f"file://{keyring}",
         "nvidia_container_toolkit_repository_key_url": f"file://{keyring}",
     }
+    name, fingerprint, variable = FIRST_SOURCE
     result = assert_refused_unchanged(
         fresh_host,
         ROLE_PLAYBOOK,
         extra_vars,
-        "not C95B321B61E88C1809C4F759DDCAE044F796ECB0 "
-        "(nvidia_container_toolkit_repository_key_fingerprint): the "
-        "ytempire-nvidia-container-toolkit source was not written.",
+        f"not exactly {fingerprint} ({variable}): the {name} source was not written.",
     )
-    assert "has fingerprint(s) " in result.stdout
+    output = " ".join(result.stdout.split())
+    assert f"The key file at file://{keyring} holds the primary key(s) " in output
     listing = fresh_host.exec("ls", "/etc/apt/sources.list.d", "/etc/apt/keyrings")
     assert "nvidia" not in listing.stdout
 
@@ -150,8 +165,8 @@ def test_key_url_that_serves_no_key_refused(fresh_host):
         fresh_host,
         ROLE_PLAYBOOK,
         extra_vars,
-        "The key at file:///etc/hostname has fingerprint(s) none, not "
-        "C95B321B61E88C1809C4F759DDCAE044F796ECB0",
+        "The key file at file:///etc/hostname holds the primary key(s) none, not exactly "
+        f"{FIRST_SOURCE[1]} ({FIRST_SOURCE[2]}): the {FIRST_SOURCE[0]} source was not written.",
     )
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.plugins.ansible_doc import ansible_doc
+
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "plugins/modules/nvidia_gpu_facts.py"
 DATA = Path(__file__).resolve().parent / "data/nvidia-smi"
@@ -365,16 +367,8 @@ def test_module_refuses_an_unknown_option(tmp_path):
 
 
 def test_ansible_doc_renders_the_module():
-    ansible_doc = Path(ANSIBLE).with_name("ansible-doc")
-    done = subprocess.run([str(ansible_doc), "-M", "plugins/modules", "nvidia_gpu_facts"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-                          env={**os.environ, "ANSIBLE_NOCOLOR": "1"})  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    command = [str(ansible_doc), "-M", "plugins/modules", "--json", "nvidia_gpu_facts"]
-    as_json = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
-    )
-    options = json.loads(as_json.stdout)["nvidia_gpu_facts"]["doc"]["options"]
+    rendered, doc = ansible_doc("nvidia_gpu_facts")
+    options = doc["doc"]["options"]
     assert options["nvml_library"]["type"] == "str"
     assert options["nvml_library"]["default"] == "libnvidia-ml.so.1"
     for text in (
@@ -388,7 +382,7 @@ def test_ansible_doc_renders_the_module():
         "nvenc_available",
         "EXAMPLES",
     ):
-        assert text in done.stdout
+        assert text in rendered
 
 
 # --- NVML, through the stand-in library -------------------------------------------------
