@@ -46,6 +46,15 @@ CASES = {
         {"docker_install_source": "snap"},
         "docker_install_source",
     ),
+    "address pool outside the firewall's Docker networks": (
+        {"docker_default_address_pools": [{"base": "192.168.96.0/20", "size": 24}]},
+        "docker_default_address_pools has 192.168.96.0/20, outside every network of "
+        "security_firewall_docker_private_networks (10.210.0.0/16, 172.17.0.0/16)",
+    ),
+    "address pool wider than the firewall's Docker network": (
+        {"docker_default_address_pools": [{"base": "10.0.0.0/8", "size": 24}]},
+        "docker_default_address_pools has 10.0.0.0/8, outside every network of",
+    ),
 }
 
 

@@ -44,6 +44,16 @@ CASES = {
         {"security_ssh_port": 2222},
         "must allow the SSH port 2222/tcp",
     ),
+    "public port missing from the firewall rules": (
+        {"security_firewall_rules": [SSH, {"port": 80}, {"port": 443}]},
+        "security_firewall_rules opens 22, 443, 80 to any address, but ytempire_public_ports "
+        "lists 22, 443, 80, 8080: make them agree",
+    ),
+    "firewall rule for a port that is not public": (
+        {"ytempire_public_ports": [22, 80, 443]},
+        "security_firewall_rules opens 22, 443, 80, 8080 to any address, but "
+        "ytempire_public_ports lists 22, 443, 80",
+    ),
 }
 
 
