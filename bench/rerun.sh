@@ -47,13 +47,13 @@ run() {
     exit 1
   fi
   echo "$recap" > "$scratch/$name.recap"
-  echo "$end - $start" | bc
+  awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f\n", b - a }'
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 : > "$scratch/project.times"; : > "$scratch/defaults.times"
-for i in $(seq "$rounds"); do
+for _ in $(seq "$rounds"); do
   run defaults "$scratch/defaults.cfg" >> "$scratch/defaults.times"
   run project "$root/ansible.cfg" >> "$scratch/project.times"
 done
@@ -62,4 +62,4 @@ defaults=$(median < "$scratch/defaults.times")
 echo "checkout:  $root ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo 'not a git checkout'))"
 echo "project:   ${project} s  ($(cat "$scratch/project.recap"))"
 echo "defaults:  ${defaults} s  ($(cat "$scratch/defaults.recap"))"
-echo "ratio project/defaults: $(echo "scale=2; $project / $defaults" | bc)"
+echo "ratio project/defaults: $(awk -v p="$project" -v d="$defaults" 'BEGIN { printf "%.2f", p / d }')"

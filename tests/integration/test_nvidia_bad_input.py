@@ -20,7 +20,7 @@ from tests.support.targets import (
 PLAYBOOK = "site.yml"
 # The role alone, past its input checks (the wrong-key case).
 ROLE_PLAYBOOK = "tests/integration/nvidia.yml"
-# The sources are added one by one, each after its key is checked: the first one
+# Every key is checked before any source is written; the first key checked
 # is the driver's where the distribution needs NVIDIA's repository for it (Debian),
 # the toolkit's where the archive has the driver (Ubuntu).
 FIRST_SOURCE = {
