@@ -77,3 +77,19 @@ def _all_task_files() -> str:
 
 def test_playbook_group_vars_are_shared():
     assert (ROOT / "playbooks/group_vars").resolve() == (ROOT / "group_vars").resolve()
+
+
+def test_focused_scenarios_say_why_they_exist():
+    """The site scenario tests the whole server; any other scenario must say, in its
+    molecule.yml, what the whole server cannot show (so that they stay few)."""
+    scenarios = {p.parent.name: p for p in ROOT.glob("molecule/*/molecule.yml")}
+    assert "site" in scenarios
+    for name, path in scenarios.items():
+        if name != "site":
+            assert "Why this scenario exists" in path.read_text(), f"{path} does not say why"
+
+
+def test_platforms_are_declared_once():
+    """Both test hosts come from the shared base config; scenarios set variables only."""
+    for path in ROOT.glob("molecule/*/molecule.yml"):
+        assert "platforms" not in (yaml.safe_load(path.read_text()) or {}), path

@@ -14,6 +14,10 @@ out=${YTEMPIRE_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ytempire/images}/../
 "$root/molecule/images/build.sh" "$distro" > /dev/null
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+# One build at a time (pytest workers and scenarios may ask together): the
+# second caller waits, then finds the bundle current.
+exec 8> "$out.lock"
+flock 8
 "$root/scripts/docker-bundle.sh" --image "ytempire/systemd-$distro:latest" --out "$out" \
   --source "deb http://deb.debian.org/debian trixie main" --pin "release n=trixie" \
   docker.io/trixie docker-cli/trixie containerd/trixie docker-compose/trixie docker-buildx/trixie >&2

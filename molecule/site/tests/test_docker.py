@@ -223,7 +223,7 @@ def test_prune_is_scheduled_and_runs_as_a_service(host):
 
 def test_local_fact_matches_the_host(host, applied):
     """What the role recorded (playbooks/summary.yml reads it) is what the host runs."""
-    assert applied["engine"] == host.check_output("dockerd --version")
+    assert applied["engine"] == docker_json(host, ".Server.Version", "version")
     assert applied["compose"] == host.check_output("docker compose version --short")
     catalog = host.run(f"curl -fsS http://{applied['registry']}/v2/")
     assert catalog.rc == 0, catalog.stderr
