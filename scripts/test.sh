@@ -23,7 +23,9 @@ lint() {
   shell_scripts | xargs -0 shellcheck &&
   ansible-playbook --syntax-check site.yml playbooks/*.yml
 }
-pytest_repo() { pytest tests; }
+# Two workers (the CI machine has two cores); each test module keeps its own
+# host (--dist loadscope), so a module's fixtures are built once.
+pytest_repo() { pytest -n "${PYTEST_WORKERS:-2}" --dist loadscope tests; }
 pytest_app() { pytest app/tests; }
 scenario_report=""
 molecule_all() {
