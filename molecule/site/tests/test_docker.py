@@ -183,6 +183,22 @@ def test_users_of_the_engine_reach_it_without_sudo(host):
     assert host.run("runuser -u deployer -- docker ps -q").rc == 0
 
 
+def test_users_taken_off_the_list_leave_the_docker_group(host):
+    # prepare.yml made formerdocker a member; docker_users lists only deployer.
+    assert host.user("formerdocker").exists
+    assert "formerdocker" not in host.group("docker").members
+    assert host.run("runuser -u formerdocker -- docker ps -q").rc != 0
+
+
+def test_an_archive_copied_but_never_loaded_is_loaded(host):
+    """prepare.yml left the registry archive on the host, unloaded, as a failed load
+    would: the copy did not change, yet the image was loaded and is recorded."""
+    assert host.run("docker image inspect ytempire/registry:2").rc == 0
+    loaded = json.loads(host.file("/var/lib/ytempire/images.loaded.json").content_string)
+    sha1 = host.check_output("sha1sum /var/lib/ytempire/images/registry-2.tar").split()[0]
+    assert loaded == {"registry-2.tar": sha1}
+
+
 def prune(host, until: str = "0s") -> str:
     return host.check_output(f"PRUNE_UNTIL={until} /usr/local/sbin/ytempire-docker-prune")
 
