@@ -81,7 +81,11 @@ def client(hosts) -> Target:
 
 @pytest.fixture(scope="module")
 def converged(server, client) -> Target:
-    """The playbook applied once (after the client is ready, which apt takes a while for)."""
+    """The playbook applied once (after the client is ready, which apt takes a while for),
+    after check mode ran on the fresh host."""
+    checked = server.playbook(PLAYBOOK, VARS, check=True)
+    assert checked.returncode == 0, checked.stdout[-8000:] + checked.stderr
+    assert "Check mode: nginx is not installed yet" in checked.stdout
     result = server.playbook(PLAYBOOK, VARS)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr
     return server
@@ -109,6 +113,12 @@ def banned(server: Target) -> str:
 
 def test_second_run_changes_nothing(converged):
     result = converged.playbook(PLAYBOOK, VARS)
+    assert result.returncode == 0, result.stdout[-8000:]
+    assert recap_changed(result.stdout) == 0, result.stdout[-8000:]
+
+
+def test_check_mode_on_the_converged_host_changes_nothing(converged):
+    result = converged.playbook(PLAYBOOK, VARS, check=True)
     assert result.returncode == 0, result.stdout[-8000:]
     assert recap_changed(result.stdout) == 0, result.stdout[-8000:]
 
