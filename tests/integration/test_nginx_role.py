@@ -23,7 +23,23 @@ UPSTREAM_FILE = "/etc/nginx/ytempire/upstream-api.conf"
 SITE_FILE = "/etc/nginx/sites-available/ytempire"
 JAIL = "ytempire-nginx-auth"
 MAXRETRY = 3
-VARS = {"nginx_client_max_body_size": "1m", "nginx_fail2ban_maxretry": MAXRETRY}
+# A jail of security's own with a filter, too: on a fresh host the filter is tested
+# together with security's jail file (common's fail2ban_file), which replaces
+# Debian's sshd jail whose auth.log does not exist.
+SECURITY_JAIL = {
+    "name": "ytempire-test",
+    "journalmatch": "_SYSTEMD_UNIT=ytempire-test.service",
+}
+SECURITY_FILTER = {
+    "name": "ytempire-test",
+    "content": "[Definition]\nfailregex = ^refused <HOST>$\n",
+}
+VARS = {
+    "nginx_client_max_body_size": "1m",
+    "nginx_fail2ban_maxretry": MAXRETRY,
+    "security_fail2ban_jails": [SECURITY_JAIL],
+    "security_fail2ban_filters": [SECURITY_FILTER],
+}
 
 pytestmark = pytest.mark.docker
 
@@ -121,6 +137,16 @@ def test_check_mode_on_the_converged_host_changes_nothing(converged):
     result = converged.playbook(PLAYBOOK, VARS, check=True)
     assert result.returncode == 0, result.stdout[-8000:]
     assert recap_changed(result.stdout) == 0, result.stdout[-8000:]
+
+
+def test_jails_of_both_roles_run(converged):
+    jails = converged.exec("fail2ban-client", "status").stdout
+    assert JAIL in jails, jails
+    assert "ytempire-test" in jails, jails
+    assert "sshd" in jails, jails
+    status = banned(converged)
+    assert "/var/log/nginx/ytempire.access.log" in status
+    assert converged.exec("fail2ban-client", "get", JAIL, "maxretry").stdout.strip() == "3"
 
 
 def test_http_redirects_to_https_keeping_host_and_uri(converged, client):
@@ -277,6 +303,10 @@ def test_repeated_auth_failures_ban_the_client(converged, client, client_ip):
             "-c",
             "journalctl -u fail2ban --no-pager -n 30; tail /var/log/nginx/ytempire.access.log",
         ).stdout
+        # security's banaction (iptables-multiport): a chain ahead of UFW's in INPUT.
+        rules = converged.exec("iptables", "-S").stdout
+        assert f"-A f2b-{JAIL} -s {client_ip}/32 -j REJECT" in rules, rules
+        assert f"--dports 80,443,8080 -j f2b-{JAIL}" in rules, rules
         blocked = curl(client, "--max-time", "3", "-o", "/dev/null", f"https://{converged.name}/")
         assert blocked.returncode != 0, "a banned client still reaches nginx"
     finally:
