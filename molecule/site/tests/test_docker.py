@@ -17,6 +17,10 @@ DOCKERFILE = (
     'ENV REGISTRY_HTTP_ADDR=":{port}"\n'
 )
 ALLOWED_PORT = 8080  # security_firewall_rules routes it (route: true)
+# Host nginx listens on 8080 itself: the container publishes it on another host
+# port. A route rule names the container's port (DOCKER-USER sees the packet
+# after Docker's DNAT), so the rule for 8080 still lets it through.
+HOST_PORTS = {ALLOWED_PORT: 18080}
 CLOSED_PORT = 9998  # no rule allows it (9999 is the security tests' listener)
 
 
@@ -148,11 +152,13 @@ def published(host):
         build(host, f"ytempire-test/web:{port}", f"port {port}", port)
         host.check_output(
             f"docker rm -f web-{port} >/dev/null 2>&1; "
-            f"docker run -d --name web-{port} -p {port}:{port} ytempire-test/web:{port}"
+            f"docker run -d --name web-{port} -p {HOST_PORTS.get(port, port)}:{port} "
+            f"ytempire-test/web:{port}"
         )
     for port in (ALLOWED_PORT, CLOSED_PORT):
         host.check_output(
-            f"curl -fsS --retry 20 --retry-connrefused --retry-delay 1 http://127.0.0.1:{port}/v2/"
+            "curl -fsS --retry 20 --retry-connrefused --retry-delay 1 "
+            f"http://127.0.0.1:{HOST_PORTS.get(port, port)}/v2/"
         )
     yield
     host.run(f"docker rm -f web-{ALLOWED_PORT} web-{CLOSED_PORT}")
@@ -161,7 +167,7 @@ def published(host):
 def test_published_port_the_firewall_allows_answers_from_another_host(published, client, target_ip):
     result = client.run(
         f"curl -sS -o /dev/null -w '%{{http_code}}' --max-time 5 "
-        f"http://{target_ip}:{ALLOWED_PORT}/v2/"
+        f"http://{target_ip}:{HOST_PORTS[ALLOWED_PORT]}/v2/"
     )
     assert result.stdout == "200", result.stderr
 
