@@ -131,10 +131,13 @@ stack_image() {
     die "building $tag failed (log: $log)"
   fi
   docker save -o "$archive.tmp" "$tag" || die "docker save of $tag failed"
+  chmod 0644 "$archive.tmp"  # an image, not a secret: other users' tests load it too
   mv "$archive.tmp" "$archive"
   image_id=$(docker image inspect -f '{{.Id}}' "$tag")
   printf '%s\n%s\n' "$hash" "$image_id" > "$archive.hash"
   say "built $tag in $((SECONDS - started)) s: $archive ($(du -h "$archive" | cut -f1))"
+  # The logs of earlier inputs describe nothing that is still here.
+  find "$cache" -maxdepth 1 -name "stack-$name-*.build.log" ! -name "${log##*/}" -delete
   exec 9>&-
   echo "$archive"
 }
