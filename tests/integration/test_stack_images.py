@@ -543,12 +543,16 @@ WORKFLOW = {
 
 
 def n8n_up(stack: Stack, container: str) -> bool:
+    """Started or given up: /healthz answers early in the start, the REST API only once
+    n8n has registered it (before, POST /rest/owner/setup is a 404 and GET /rest/settings
+    a 200 reading "n8n is starting up. Please wait")."""
     if exited(container):
         return True
     try:
-        return http_get(f"http://{stack.ip(container)}:5678/healthz")[0] == 200
+        status, body = http_get(f"http://{stack.ip(container)}:5678/rest/settings")
     except OSError:
         return False
+    return status == 200 and body.startswith('{"data"')
 
 
 @pytest.fixture(scope="module")
@@ -626,6 +630,30 @@ def test_n8n_refuses_another_key(stack: Stack, n8n: dict[str, str]) -> None:
     )
     wait_until("n8n to refuse the key", lambda: exited(container), timeout=120)
     assert "Mismatching encryption keys" in stack.logs(container)
+
+
+def test_n8n_path_is_for_a_proxy_that_strips_the_prefix(stack: Stack) -> None:
+    """N8N_PATH=/n8n/ makes the editor ask for /n8n/... while n8n itself keeps serving
+    /rest, /healthz and the assets at /: the reverse proxy must strip the prefix."""
+    container = stack.start(
+        "n8n-path",
+        TAGS["n8n"],
+        env={"N8N_ENCRYPTION_KEY": secrets.token_hex(16), "N8N_PATH": "/n8n/"},
+        volumes={stack.volume("n8ndata-path"): "/home/node/.n8n"},
+    )
+    wait_until("n8n under a path", lambda: n8n_up(stack, container), timeout=180, every=2)
+    assert not exited(container), stack.logs(container)
+    base = f"http://{stack.ip(container)}:5678"
+    status, body = http_get(f"{base}/rest/settings")
+    assert status == 200
+    assert "userManagement" in json.loads(body)["data"]
+    status, page = http_get(f"{base}/")
+    assert 'src="/n8n/assets/' in page
+    assert http_get(f"{base}/static/base-path.js")[1].strip() == "window.BASE_PATH = '/n8n/';"
+    # Under the prefix only the editor's history fallback answers: HTML, not the API.
+    status, body = http_get(f"{base}/n8n/rest/settings")
+    assert body.lstrip().startswith("<!DOCTYPE html>")
+    stack.remove(container)
 
 
 # --- ytvideo ------------------------------------------------------------------------------
