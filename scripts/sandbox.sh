@@ -11,6 +11,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 name=ytempire-sandbox
 distro=${SANDBOX_DISTRO:-debian12}
 cd "$root"
+# The sandbox's secrets are in its vault (random values, sandbox only).
+export ANSIBLE_VAULT_PASSWORD_FILE="$root/inventories/sandbox/vault-password"
 
 summary() { .venv/bin/ansible-playbook playbooks/summary.yml; }
 
@@ -21,6 +23,7 @@ case "${1:-up}" in
     # What the sandbox installs instead of Docker's repository and Docker Hub.
     molecule/images/docker-bundle.sh "$distro" > /dev/null
     molecule/images/registry.sh > /dev/null
+    molecule/images/stack-images.sh > /dev/null
     .venv/bin/ansible-playbook site.yml
     summary ;;
   status)

@@ -48,6 +48,27 @@ def test_production_inventory_resolves_with_the_vault():
     assert "vault_ytempire_db_password" in hostvars
 
 
+def test_sandbox_vault_holds_every_secret_the_sandbox_inventory_names():
+    sandbox = ROOT / "inventories/sandbox"
+    result = run(
+        "ansible-vault", "view", "--vault-password-file", str(sandbox / "vault-password"),
+        str(sandbox / "group_vars/ytempire/vault.yml"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    secrets = set(yaml.safe_load(result.stdout))
+    referenced = set(
+        re.findall(r"\bvault_\w+", (sandbox / "group_vars/ytempire/secrets.yml").read_text())
+    )
+    assert referenced, "secrets.yml names no vault variable"
+    assert referenced <= secrets, f"missing: {sorted(referenced - secrets)}"
+    # Every secret the stack role takes is named by the sandbox inventory.
+    defaults = yaml.safe_load((ROOT / "roles/stack/defaults/main.yml").read_text())
+    wanted = set(re.findall(r"\bytempire_\w+(?= \| default\(none\))", str(defaults)))
+    named = set(yaml.safe_load((sandbox / "group_vars/ytempire/secrets.yml").read_text()))
+    assert wanted, "the stack role takes no secret from ytempire_ variables"
+    assert wanted <= named, f"not in secrets.yml: {sorted(wanted - named)}"
+
+
 def test_requirements_pin_the_collections_in_use():
     pinned = yaml.safe_load((ROOT / "requirements.yml").read_text())["collections"]
     result = run("ansible-galaxy", "collection", "list", "--format", "json")

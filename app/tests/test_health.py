@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -102,3 +106,36 @@ def test_disk_check_thresholds(tmp_path: Path) -> None:
     assert full.render().startswith("unhealthy: ")
     missing = check_disk(tmp_path / "not" / "yet", 0.0)  # measured at the nearest parent
     assert missing.healthy
+
+
+def _worker_healthcheck(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m ytvideo worker-healthcheck`, as a worker container's HEALTHCHECK runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "ytvideo", "worker-healthcheck"],
+        env={**os.environ, "MEDIA_DIR": str(tmp_path), "HEALTH_CHECK_TIMEOUT_SECONDS": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_worker_healthcheck_passes_with_what_a_render_needs(
+    postgres: PostgresServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    done = _worker_healthcheck(
+        {"DATABASE_URL": postgres.url, "REDIS_URL": redis_server.url}, tmp_path
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["checks"]["redis"] == "healthy"
+
+
+def test_worker_healthcheck_fails_naming_an_unreachable_broker(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    done = _worker_healthcheck({"DATABASE_URL": postgres.url, "REDIS_URL": dead_redis}, tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    body = json.loads(done.stdout)
+    assert body["checks"]["redis"].startswith("unhealthy: cannot reach Redis")
+    assert body["checks"]["database"] == "healthy"

@@ -1,4 +1,4 @@
-"""Entry points: ``python -m ytvideo api|worker|healthcheck|probe``."""
+"""Entry points: ``python -m ytvideo api|worker|healthcheck|worker-healthcheck|probe``."""
 
 from __future__ import annotations
 
@@ -62,6 +62,24 @@ def healthcheck(settings: Settings) -> int:
     return 1
 
 
+def worker_healthcheck(settings: Settings) -> int:
+    """For a worker container's HEALTHCHECK: 0 when what a render needs answers.
+
+    The worker serves no HTTP, and its solo pool does not answer Celery's
+    control commands while it renders, so `celery inspect ping` would call a
+    busy worker unhealthy. This runs the checks of GET /health (PostgreSQL,
+    Redis, free disk on MEDIA_DIR) from the worker's own container instead.
+    """
+    from . import health
+    from .db import Database
+
+    status, body = health.health_report(
+        settings, Database(settings.database_url, settings.check_timeout_seconds)
+    )
+    print(json.dumps(body))
+    return 0 if status == 200 else 1
+
+
 def probe(settings: Settings) -> int:
     """Print what a worker here would use: device, encoder, narration."""
     from .render.pipeline import PipelineError, RenderTools
@@ -84,7 +102,13 @@ def probe(settings: Settings) -> int:
     return 0
 
 
-COMMANDS = {"api": run_api, "worker": run_worker, "healthcheck": healthcheck, "probe": probe}
+COMMANDS = {
+    "api": run_api,
+    "worker": run_worker,
+    "healthcheck": healthcheck,
+    "worker-healthcheck": worker_healthcheck,
+    "probe": probe,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

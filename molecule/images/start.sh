@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 if [ -z "$(docker ps -q --filter "name=^${name}\$")" ]; then
   docker rm -f -v "$name" > /dev/null 2>&1 || true
   args=(--detach --name "$name" --hostname "$name"
-        --cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add NET_RAW
+        --cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add NET_RAW --cap-add SYS_PTRACE
         --security-opt seccomp=unconfined --cgroupns host
         --volume /sys/fs/cgroup:/sys/fs/cgroup:rw
         --volume "${docker_volume:+$docker_volume:}/var/lib/docker"

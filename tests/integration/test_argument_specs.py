@@ -13,6 +13,7 @@ CASES = {
     "security": ("security_ssh_port", "twenty-two", "int"),
     "docker": ("docker_log_max_file", "five", "int"),
     "nvidia": ("nvidia_require_gpu", "perhaps", "bool"),
+    "stack": ("stack_worker_stop_grace_seconds", "ten minutes", "int"),
     "nginx": ("nginx_https_port", "https", "int"),
 }
 
