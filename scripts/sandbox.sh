@@ -11,8 +11,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 name=ytempire-sandbox
 distro=${SANDBOX_DISTRO:-debian12}
 cd "$root"
-# The sandbox's secrets are in its vault (random values, sandbox only).
-export ANSIBLE_VAULT_PASSWORD_FILE="$root/inventories/sandbox/vault-password"
 
 summary() { .venv/bin/ansible-playbook playbooks/summary.yml; }
 
