@@ -202,7 +202,10 @@ def test_an_archive_copied_but_never_loaded_is_loaded(host):
     assert host.run("docker image inspect ytempire/registry:2").rc == 0
     loaded = json.loads(host.file("/var/lib/ytempire/images.loaded.json").content_string)
     sha1 = host.check_output("sha1sum /var/lib/ytempire/images/registry-2.tar").split()[0]
-    assert loaded == {"registry-2.tar": sha1}
+    assert loaded["registry-2.tar"] == sha1
+    # Every archive on the host (the platform's too) is recorded as loaded.
+    archives = host.check_output("ls /var/lib/ytempire/images").split()
+    assert sorted(loaded) == sorted(archives)
 
 
 def prune(host, until: str = "0s") -> str:
@@ -210,9 +213,13 @@ def prune(host, until: str = "0s") -> str:
 
 
 def test_prune_keeps_the_current_and_previous_color(host):
+    # The color files are the platform's (the stack role's, then the deploy's):
+    # kept aside and put back afterwards.
     host.check_output(
-        "mkdir -p /opt/ytempire && echo blue > /opt/ytempire/current_env"
-        " && echo green > /opt/ytempire/previous_env"
+        "mkdir -p /opt/ytempire /tmp/prune-test"
+        " && for f in current_env previous_env; do"
+        " [ ! -e /opt/ytempire/$f ] || cp -a /opt/ytempire/$f /tmp/prune-test/; done"
+        " && echo blue > /opt/ytempire/current_env && echo green > /opt/ytempire/previous_env"
     )
     try:
         for tag in ("blue", "green", "v7-green", "old"):
@@ -227,7 +234,10 @@ def test_prune_keeps_the_current_and_previous_color(host):
         # The image a running container uses is never pruned.
         assert host.run("docker image inspect ytempire/registry:2").rc == 0
     finally:
-        host.run("rm -f /opt/ytempire/current_env /opt/ytempire/previous_env")
+        host.run(
+            "rm -f /opt/ytempire/current_env /opt/ytempire/previous_env"
+            " && cp -a /tmp/prune-test/. /opt/ytempire/ && rm -rf /tmp/prune-test"
+        )
 
 
 def test_prune_is_scheduled_and_runs_as_a_service(host):
