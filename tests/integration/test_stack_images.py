@@ -168,7 +168,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     if docker("info", check=False).returncode != 0:
-        pytest.skip("no Docker engine answers")
+        pytest.fail("no Docker engine answers: start dockerd (scripts/bootstrap.sh does)")
     created = Stack()
     try:
         yield created
