@@ -12,7 +12,15 @@ from pathlib import Path
 from ytvideo.config import Settings
 from ytvideo.db import Database
 from ytvideo.health import check_disk, health_report
-from ytvideo_services import PostgresServer, RedisServer, Stack, free_port, metric_value, wait_for
+from ytvideo_services import (
+    APP_DIR,
+    PostgresServer,
+    RedisServer,
+    Stack,
+    free_port,
+    metric_value,
+    wait_for,
+)
 
 
 def test_health_is_200_with_every_check(stack: Stack) -> None:
@@ -112,7 +120,13 @@ def _worker_healthcheck(env: dict[str, str], tmp_path: Path) -> subprocess.Compl
     """`python -m ytvideo worker-healthcheck`, as a worker container's HEALTHCHECK runs it."""
     return subprocess.run(
         [sys.executable, "-m", "ytvideo", "worker-healthcheck"],
-        env={**os.environ, "MEDIA_DIR": str(tmp_path), "HEALTH_CHECK_TIMEOUT_SECONDS": "1", **env},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(APP_DIR),  # ytvideo is not installed; the image has it on its path
+            "MEDIA_DIR": str(tmp_path),
+            "HEALTH_CHECK_TIMEOUT_SECONDS": "1",
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=60,
