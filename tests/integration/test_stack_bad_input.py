@@ -6,23 +6,19 @@ import copy
 import pytest
 import yaml
 
-from tests.support.targets import MACHINE_VARS, ROOT, assert_refused_unchanged
+from tests.support.targets import (
+    MACHINE_VARS,
+    ROOT,
+    TEST_SECRETS,
+    TEST_VARS,
+    assert_refused_unchanged,
+)
 
 # Secrets as an inventory gives them; each case takes one away or spoils one.
-SECRETS = {
-    "ytempire_db_password": "pytest-db-password",
-    "ytempire_jwt_secret": "pytest-jwt-secret",
-    "ytempire_n8n_user": "ops@pytest.test",
-    "ytempire_n8n_password": "Pytest-n8n-1",
-    "ytempire_n8n_encryption_key": "pytest-n8n-key",
-    "ytempire_openai_api_key": "",
-    "ytempire_elevenlabs_api_key": "",
-    "ytempire_youtube_client_id": "",
-    "ytempire_youtube_client_secret": "",
-}
+SECRETS = TEST_SECRETS
 RESOURCES = MACHINE_VARS["ytempire_resources"]
 PORTS = yaml.safe_load((ROOT / "group_vars/all/ports.yml").read_text())["ytempire_ports"]
-IMAGES = MACHINE_VARS["stack_images"]
+IMAGES = TEST_VARS["stack_images"]
 
 
 def with_change(section: dict, path: tuple[str, ...], value) -> dict:
@@ -94,7 +90,11 @@ CASES = {
         "stack_images.api is",
     ),
     "an archive image no archive holds": (
-        {"stack_images": with_change(IMAGES, ("api", "image"), "ytempire/ytvideo:missing")},
+        {
+            "stack_images": with_change(
+                IMAGES, ("api",), {"image": "ytempire/ytvideo:missing", "source": "archive"}
+            )
+        },
         "stack_images.api is ytempire/ytvideo:missing from an archive, but none of "
         "docker_image_archives holds it",
     ),

@@ -21,6 +21,35 @@ DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
 MACHINE_VARS = yaml.safe_load(
     (ROOT / "inventories/sandbox/group_vars/ytempire/docker.yml").read_text()
 )
+# Secrets as an inventory gives them (from its vault): every test host's
+# inventory has them, so that site.yml's preflight of the stack passes; a bad
+# input test takes one away or spoils one with its extra vars.
+TEST_SECRETS = {
+    "ytempire_db_password": "pytest-db-password",
+    "ytempire_jwt_secret": "pytest-jwt-secret",
+    "ytempire_n8n_user": "ops@pytest.test",
+    "ytempire_n8n_password": "Pytest-n8n-1",
+    "ytempire_n8n_encryption_key": "pytest-n8n-key",
+    "ytempire_openai_api_key": "",
+    "ytempire_elevenlabs_api_key": "",
+    "ytempire_youtube_client_id": "",
+    "ytempire_youtube_client_secret": "",
+}
+# What a test host's inventory says (its group_vars/ytempire): the machine's
+# settings and the secrets. Test hosts never start the platform, so its images
+# are "from a registry" (pulled only when the stack starts) and only the
+# registry's archive is loaded: no stack archive has to be built first.
+TEST_VARS = {
+    **MACHINE_VARS,
+    **TEST_SECRETS,
+    "docker_image_archives": [
+        a for a in MACHINE_VARS["docker_image_archives"] if a.endswith("/registry-2.tar")
+    ],
+    "stack_images": {
+        name: {**image, "source": "registry"}
+        for name, image in MACHINE_VARS["stack_images"].items()
+    },
+}
 # What changes on a host whatever a playbook does: connection scratch space,
 # the journal, runtime state, the apt index and its logs (check mode refreshes
 # the index and asks apt's solver).
@@ -76,7 +105,7 @@ class Target:
         # playbook's group_vars/all (the guide's values), as vars inside the
         # inventory file would not.
         (scratch / "group_vars").mkdir(exist_ok=True)
-        (scratch / "group_vars" / "ytempire.json").write_text(json.dumps(MACHINE_VARS))
+        (scratch / "group_vars" / "ytempire.json").write_text(json.dumps(TEST_VARS))
         (scratch / "vars.json").write_text(json.dumps(extra_vars or {}))
         cmd = [
             "ansible-playbook",
