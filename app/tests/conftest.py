@@ -76,6 +76,7 @@ def _stack_env(postgres: PostgresServer, redis_server: RedisServer) -> dict[str,
         "MAX_REQUEST_BYTES": str(2 * 1024 * 1024),
         "VIDEO_DEFAULT_FPS": "10",
         "HEALTH_CHECK_TIMEOUT_SECONDS": "2",
+        "DEPLOYMENT_COLOR": "blue",
     }
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -35,6 +36,22 @@ def test_health_is_200_with_every_check(stack: Stack) -> None:
     assert body["checks"]["disk"].endswith("% free")
     assert stack.client.get("/health/live").json() == {"status": "alive"}
     assert stack.client.get("/health/ready").json() == {"status": "ready"}
+
+
+def test_every_answer_names_the_serving_color(stack: Stack) -> None:
+    """The deploy reads X-Deployment-Color through nginx to see where traffic goes."""
+    answers = {
+        "/health": stack.client.get("/health"),
+        "/health/live": stack.client.get("/health/live"),
+        "missing job": stack.client.get(f"/api/videos/{uuid.uuid4()}"),
+        "invalid request": stack.client.post("/api/videos/generate", json={}),
+        "unknown route": stack.client.get("/no/such/route"),
+    }
+    assert {name: r.headers.get("x-deployment-color") for name, r in answers.items()} == {
+        name: "blue" for name in answers
+    }
+    assert answers["missing job"].status_code == 404
+    assert answers["invalid request"].status_code == 422
 
 
 def test_health_is_503_naming_postgres_while_it_is_stopped(

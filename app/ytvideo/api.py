@@ -122,6 +122,29 @@ def _job_document(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class DeploymentColorMiddleware:
+    """Names the serving color in every answer's X-Deployment-Color header.
+
+    The blue-green deploy reads it through nginx to see when traffic moved.
+    """
+
+    def __init__(self, app: ASGIApp, color: str) -> None:
+        self.app = app
+        self.header = (b"x-deployment-color", color.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_color(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_color)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     db = Database(settings.database_url, settings.check_timeout_seconds)
@@ -147,6 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="ytvideo", version="1.0.0", lifespan=lifespan)
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_request_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=http_metrics)
+    if settings.deployment_color:
+        app.add_middleware(DeploymentColorMiddleware, color=settings.deployment_color)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

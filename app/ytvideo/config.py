@@ -105,6 +105,9 @@ class Settings:
     api_port: int = 8080
     media_dir: Path = field(default_factory=lambda: _default_media_dir(os.environ))
     queue_name: str = "videos"
+    # The blue-green color this process serves as (DEPLOYMENT_COLOR); empty
+    # outside a deployment. Every API answer names it in X-Deployment-Color.
+    deployment_color: str = ""
     prometheus_enabled: bool = True
     feature_ai_enhancement: bool = True
     feature_video_optimization: bool = True
@@ -151,6 +154,7 @@ class Settings:
             api_port=_int(env, "API_PORT", d["api_port"].default, 1),
             media_dir=Path(env["MEDIA_DIR"]) if env.get("MEDIA_DIR") else _default_media_dir(env),
             queue_name=env.get("VIDEO_QUEUE", d["queue_name"].default),
+            deployment_color=env.get("DEPLOYMENT_COLOR", ""),
             prometheus_enabled=_bool(env, "PROMETHEUS_ENABLED", True),
             feature_ai_enhancement=_bool(env, "FEATURE_AI_ENHANCEMENT", True),
             feature_video_optimization=_bool(env, "FEATURE_VIDEO_OPTIMIZATION", True),
