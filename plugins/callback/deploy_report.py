@@ -451,6 +451,10 @@ class CallbackModule(CallbackBase):
         self._collect(result, failed=True, ignored=ignore_errors)
 
     def v2_runner_on_unreachable(self, result: CallbackTaskResult) -> None:
+        # Only the deploy's own task: the plugin is enabled for every playbook,
+        # and a site.yml run that loses a host is not a deploy.
+        if not str(result.task.action or "").endswith("blue_green"):
+            return
         self._unreachable[result.host.get_name()] = _text(result.result.get("msg"), "unreachable")
 
     def _collect(self, result: CallbackTaskResult, failed: bool, ignored: bool) -> None:

@@ -342,12 +342,24 @@ def test_runner_on_failed_marks_the_result_failed_and_prints_why(plugin, tmp_pat
     assert "boom" not in recorder.text
 
 
+def test_runner_on_unreachable_of_another_task_is_not_a_deploy(plugin, tmp_path):
+    callback, recorder = plugin
+    callback.v2_runner_on_unreachable(
+        task_result("prod1", {"unreachable": True, "msg": "no route", "changed": False},
+                    name="Gather facts", action="ansible.builtin.setup")
+    )  # fmt: skip
+    callback.v2_playbook_on_stats(stats_for(prod1={"dark": 1}))
+    assert not (tmp_path / "records").exists() or not list((tmp_path / "records").iterdir())
+    assert recorder.text == ""
+
+
 def test_runner_on_unreachable_is_reported_without_a_deploy_result(plugin, tmp_path):
     callback, recorder = plugin
     message = "Failed to connect to the host via ssh: ssh: connect to host prod1 port 22: No route"
     callback.v2_runner_on_unreachable(
-        task_result("prod1", {"unreachable": True, "msg": message, "changed": False})
-    )
+        task_result("prod1", {"unreachable": True, "msg": message, "changed": False},
+                    action="blue_green")
+    )  # fmt: skip
     callback.v2_playbook_on_stats(stats_for(prod1={"dark": 1}))
 
     path, record = only_record(tmp_path / "records")
