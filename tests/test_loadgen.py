@@ -343,6 +343,22 @@ def test_stop_file_stops_the_run_and_it_reports(tmp_path: Path, servers):
     assert report["requests"] == server.served() >= 10
 
 
+def test_progress_file_counts_the_requests_while_it_runs(tmp_path: Path, servers):
+    server = servers()
+    progress = tmp_path / "progress"
+    stop_file = tmp_path / "stop"
+    process = start_loadgen(
+        tmp_path, url(server), "--workers", "2", "--rate", "50", "--max-seconds", "30",
+        "--path", "/ok", "--stop-file", str(stop_file), "--progress-file", str(progress),
+    )  # fmt: skip
+    wait_until(lambda: progress.exists() and int(progress.read_text()) >= 20)
+    seen = int(progress.read_text())
+    assert not (tmp_path / "report.json").exists(), "the run is still going"
+    stop_file.touch()
+    report = finish(process, tmp_path)
+    assert 20 <= seen <= report["requests"]
+
+
 def test_sigterm_stops_the_run_and_it_reports(tmp_path: Path, servers):
     server = servers()
     process = start_loadgen(

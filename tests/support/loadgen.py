@@ -390,6 +390,7 @@ class Settings:
     long_body: bytes
     report: Path
     log: Path | None
+    progress_file: Path | None = None
 
 
 class LoadRun:
@@ -498,7 +499,13 @@ class LoadRun:
                 target=self._long_scheduler, args=(long_threads,), daemon=True
             )
             scheduler.start()
+        progress_at = 0.0
         while (reason := self._stop_reason(workers)) is None:
+            if settings.progress_file is not None and time.monotonic() - progress_at >= 1:
+                progress_at = time.monotonic()
+                with self._lock:
+                    done = len(self._steady)
+                write_atomically(settings.progress_file, f"{done}\n")
             time.sleep(POLL_SECONDS)
         self._stop.set()
         # Requests in flight finish: each is bounded by the timeout (connect, each send
@@ -686,6 +693,9 @@ def build_parser() -> argparse.ArgumentParser:
     body.add_argument("--long-body-file", type=Path, help="a file with that JSON body")
     add("--report", type=Path, required=True, help="where the JSON report goes")
     add("--log", type=Path, help="every steady request as a JSON line")
+    add(
+        "--progress-file", type=Path, help="the steady requests done so far, rewritten every second"
+    )
     return parser
 
 
@@ -718,7 +728,11 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         parser.error(f"--long-path {args.long_path!r}: a path starts with /")
     if args.workers == 0 and args.long_every == 0:
         parser.error("nothing to do: --workers 0 and no --long-every")
-    for option, path in (("--report", args.report), ("--log", args.log)):
+    for option, path in (
+        ("--report", args.report),
+        ("--log", args.log),
+        ("--progress-file", args.progress_file),
+    ):
         if path is not None and not path.parent.is_dir():
             parser.error(f"{option} {path}: {path.parent} is not a directory")
     return Settings(
@@ -737,6 +751,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         long_body=_long_body(parser, args),
         report=args.report,
         log=args.log,
+        progress_file=args.progress_file,
     )
 
 
