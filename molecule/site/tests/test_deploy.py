@@ -44,37 +44,37 @@ FAST = {
     "deploy_retire_after": 600,
 }
 
-# A server that answers 500 to everything, as a broken release would.
+# Test images' programs, one line each (no double quotes, no $: they go into
+# sh -c "..."); as PID 1 they stop on SIGTERM at once. A server that answers
+# 500 to everything, as a broken release would, and one that never binds.
 SERVER_500 = (
-    "import http.server, os\n"
-    "class H(http.server.BaseHTTPRequestHandler):\n"
-    "    def do_GET(self):\n"
-    "        self.send_response(500)\n"
-    "        self.send_header('X-Deployment-Color', os.environ.get('DEPLOYMENT_COLOR', ''))\n"
-    "        self.send_header('Content-Length', '0')\n"
-    "        self.end_headers()\n"
-    "    do_POST = do_GET\n"
-    "http.server.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()\n"
+    "import http.server as h, os, signal; signal.signal(15, lambda *_: os._exit(0)); "
+    "H = type('H', (h.BaseHTTPRequestHandler,), {'do_GET': lambda s: (s.send_response(500), "
+    "s.send_header('X-Deployment-Color', os.environ.get('DEPLOYMENT_COLOR', '')), "
+    "s.send_header('Content-Length', '0'), s.end_headers())}); H.do_POST = H.do_GET; "
+    "h.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()"
+)
+NEVER_BINDS = (
+    "import os, signal, time; signal.signal(15, lambda *_: os._exit(0)); time.sleep(10**6)"
 )
 FAIL_TRIGGER = ".fail-after-switch"
+# ENTRYPOINT sh -c SCRIPT: the Compose command (api or worker) is $0, and the
+# worker of every test image is the real one.
+WORKER_AS_IS = 'if [ "$0" != api ]; then exec python -m ytvideo "$0"; fi; '
+# fails-later's API is healthy until the test drops a file in the media directory.
+FAILS_LATER = (
+    WORKER_AS_IS + "python -m ytvideo api & api=$!; trap 'kill $api; exit 0' TERM; "
+    f"while [ ! -e /var/lib/ytvideo/media/{FAIL_TRIGGER} ]; do sleep 0.5; done; "
+    f'kill $api; wait $api; exec python -c "{SERVER_500}"'
+)
 RELEASES = {
     "release-2": 'LABEL org.ytempire.release="2"',
     "release-3": 'LABEL org.ytempire.release="3"',
-    "answers-500": f"ENTRYPOINT {json.dumps(['python', '-c', SERVER_500])}",
-    "never-binds": 'ENTRYPOINT ["sleep", "infinity"]',
-    # Healthy until the test drops a file in the media directory, then 500s.
-    "fails-later": "ENTRYPOINT ["
-    + ", ".join(
-        json.dumps(part)
-        for part in (
-            "sh",
-            "-c",
-            "python -m ytvideo api & api=$!; "
-            f"while [ ! -e /var/lib/ytvideo/media/{FAIL_TRIGGER} ]; do sleep 0.5; done; "
-            f"kill $api; exec python -c {shlex.quote(SERVER_500)}",
-        )
-    )
-    + "]",
+    "answers-500": "ENTRYPOINT "
+    + json.dumps(["sh", "-c", WORKER_AS_IS + f'exec python -c "{SERVER_500}"']),
+    "never-binds": "ENTRYPOINT "
+    + json.dumps(["sh", "-c", WORKER_AS_IS + f'exec python -c "{NEVER_BINDS}"']),
+    "fails-later": "ENTRYPOINT " + json.dumps(["sh", "-c", FAILS_LATER]),
     "schema-3": 'LABEL org.ytempire.schema.version="3" org.ytempire.schema.compatible-from="2"',
 }
 # A small, valid render: the long requests' body and the mid-render job.
@@ -137,12 +137,26 @@ def run(records):
     return _run
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_deploy_left_running(host):
+    """A playbook a failed test left running is killed, with its module on the
+    server, so that the next test does not meet its lock."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            kill_controller_and_module(host, proc)
+
+
 @pytest.fixture(scope="module")
 def start(records):
     """ansible-playbook in its own process group, left running: the Popen."""
 
     def _start(name: str, **extra) -> subprocess.Popen:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             playbook_command(name, extra),
             cwd=ROOT,
             env=playbook_env(records),
@@ -151,6 +165,8 @@ def start(records):
             text=True,
             start_new_session=True,
         )
+        STARTED.append(proc)
+        return proc
 
     return _start
 
@@ -273,7 +289,8 @@ def loader(client, target_ip):
             for key, value in options.items():
                 argv += [f"--{key.replace('_', '-')}", str(value)]
             client.check_output(
-                f"mkdir -p {run_dir} && (nohup {shlex.join(argv)} > {run_dir}/out 2>&1 &)"
+                f"rm -rf {run_dir} && mkdir -p {run_dir}"
+                f" && (nohup {shlex.join(argv)} > {run_dir}/out 2>&1 &)"
             )
             return run_dir
 
@@ -309,7 +326,7 @@ def submit(host, video: dict) -> str:
 
 
 # A render that keeps a worker busy for a while (the drain waits for it).
-LONG_VIDEO = {**SMALL_VIDEO, "duration": 20, "resolution": "320x180", "fps": 10}
+LONG_VIDEO = {**SMALL_VIDEO, "duration": 60, "resolution": "320x180", "fps": 10}
 
 
 def job(host, job_id: str) -> dict:
@@ -324,7 +341,7 @@ def test_deploy_and_rollback_under_load_drop_nothing(host, run, loader):
     load = loader.start(
         "--path", "/health", "--path", f"/api/videos/{read_id}",
         "--long-path", "/api/videos/generate", "--long-body", json.dumps(SMALL_VIDEO),
-        workers=4, max_requests=40000, max_seconds=600, long_every=1.5, long_seconds=6,
+        workers=6, max_requests=40000, max_seconds=600, long_every=2.5, long_seconds=6,
     )  # fmt: skip
     wait_for("the load to start", lambda: loader.count(load) > 50, 60)
 
@@ -456,7 +473,7 @@ def test_killed_between_start_and_switch_a_rerun_converges(host, run, start):
 
 def test_killed_between_switch_and_retire_a_rerun_converges(host, run, start):
     # blue serves release-3; green gets release-2, and the kill comes during the watch.
-    proc = start("deploy", deploy_image=image("release-2"), deploy_watch_seconds=30)
+    proc = start("deploy", deploy_image=image("release-2"), deploy_watch_seconds=15)
     wait_for("the switch to green", lambda: serving(host) == "green", 240)
     kill_controller_and_module(host, proc)
     assert state_file(host, "current_env") == "blue", "killed before the record"
@@ -562,7 +579,7 @@ def test_records_and_metrics_say_what_happened(host, records):
 
 
 def test_rollback_after_the_old_color_was_retired_and_pruned(host, run, loader):
-    rc, out = run("deploy", deploy_image=image("release-3"), deploy_retire_after=2)
+    rc, out = run("deploy", deploy_image=image("release-2"), deploy_retire_after=2)
     assert rc == 0, out
     assert_one_color_serves(host, "green")
     wait_for("blue's retirement", lambda: "blue" not in running_api_colors(host), 60, 1)
