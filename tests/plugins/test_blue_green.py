@@ -398,3 +398,28 @@ def test_ansible_doc_renders_the_module():
     assert options["retire_after"]["default"] == 300
     assert doc["doc"]["attributes"]["check_mode"]["support"] == "full"
     assert set(doc["return"]) == {"deploy"}
+
+
+def test_archive_image_id_is_the_id_docker_gives_the_loaded_image(tmp_path):
+    """Against a real `docker save` (the engine's archive layout, not a made-up one)."""
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "info"], capture_output=True).returncode:
+        pytest.fail("a Docker engine is needed (scripts/bootstrap.sh starts one)")
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx/release").write_text("2\n")
+    (tmp_path / "ctx/Dockerfile").write_text(
+        'FROM scratch\nCOPY release /release\nLABEL org.ytempire.release="2"\n'
+    )
+    tag = f"ytempire-test/archive:{os.getpid()}"
+    try:
+        subprocess.run(
+            [docker, "build", "-q", "-t", tag, str(tmp_path / "ctx")],
+            check=True,
+            capture_output=True,
+        )
+        inspect = [docker, "image", "inspect", "--format", "{{.Id}}", tag]
+        built = subprocess.run(inspect, check=True, capture_output=True, text=True).stdout.strip()
+        subprocess.run([docker, "save", "-o", str(tmp_path / "a.tar"), tag], check=True)
+    finally:
+        subprocess.run([docker, "image", "rm", "-f", tag], capture_output=True)
+    assert module.archive_image_id(str(tmp_path / "a.tar"), tag) == built
