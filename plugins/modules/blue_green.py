@@ -307,6 +307,10 @@ class Switch:
             raise Failed(f"{' '.join(args)} failed ({rc}): {(err or out).strip()[-2000:]}")
         return rc, out, err
 
+    # `up` without --no-deps: --no-deps drops depends_on from the service's config
+    # hash (docker/compose#12069), and the next plain `up` (the stack role, the boot
+    # unit) would recreate the serving color. PostgreSQL and Redis already run,
+    # unchanged, so `up SERVICE` leaves them as they are.
     def compose(self, *args: str, check: bool = True) -> tuple[int, str, str]:
         return self.run(
             ["docker", "compose", "--project-directory", self.p["project_dir"], *args], check=check
@@ -517,7 +521,7 @@ class Switch:
             if self.check:
                 s.changed, s.detail = True, f"would start api-{color}"
                 return
-            self.compose("up", "--detach", "--no-deps", f"api-{color}")
+            self.compose("up", "--detach", f"api-{color}")
             after = self.container(f"api-{color}")
             s.changed = not info or info["Id"] != after["Id"] or not info["State"]["Running"]
             done = "started" if s.changed else "already running"
@@ -597,7 +601,7 @@ class Switch:
                     f"worker-{old} drained and stopped in {time.monotonic() - began:.1f} s"
                 )
             if start:
-                self.compose("up", "--detach", "--no-deps", f"worker-{new}")
+                self.compose("up", "--detach", f"worker-{new}")
                 moved.append(f"worker-{new} started")
                 time.sleep(1)
                 if not self.running(f"worker-{new}"):
@@ -757,7 +761,7 @@ class Switch:
             done = []
             if (
                 self.running(f"api-{good}")
-                or self.compose("up", "--detach", "--no-deps", f"api-{good}", check=False)[0] == 0
+                or self.compose("up", "--detach", f"api-{good}", check=False)[0] == 0
             ):
                 upstream = read(self.p["upstream_file"]) or ""
                 if parse_upstream(upstream, self.p["upstream_name"], self.ports) != good:
@@ -777,7 +781,7 @@ class Switch:
                 )
                 done.append(f"worker-{bad} stopped")
             if not self.running(f"worker-{good}"):
-                self.compose("up", "--detach", "--no-deps", f"worker-{good}", check=False)
+                self.compose("up", "--detach", f"worker-{good}", check=False)
                 done.append(f"worker-{good} started")
             self.compose("stop", f"api-{bad}", check=False)
             done.append(f"api-{bad} stopped")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+testinfra_hosts = ["ansible://ytempire"]
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 from tests.support import loadgen  # noqa: E402
@@ -206,11 +207,22 @@ def running_worker_colors(host) -> set[str]:
 
 
 def assert_one_color_serves(host, color: str) -> None:
-    """nginx, what answers, current_env and the only worker all say color."""
+    """nginx, what answers, current_env and the only worker all say color, and
+    the color's containers are what Compose would make of the project's files
+    (the next `up`, by the stack role or the boot unit, recreates nothing)."""
     assert serving(host) == color
     assert answering(host) == color
     assert state_file(host, "current_env") == color
     assert running_worker_colors(host) == {color}
+    for service in (f"api-{color}", f"worker-{color}"):
+        wanted = host.check_output(
+            f"cd /opt/ytempire && docker compose --profile {color} config --hash {service}"
+        ).split()[-1]
+        label = host.check_output(
+            "docker inspect --format '{{index .Config.Labels \"com.docker.compose.config-hash\"}}'"
+            f" $(docker ps -q --filter label=com.docker.compose.service={service})"
+        )
+        assert label == wanted, f"{service} would be recreated by the next docker compose up"
 
 
 def color_image(host, color: str) -> str:
