@@ -601,7 +601,10 @@ def test_rollback_after_the_old_color_was_retired_and_pruned(host, run, loader):
     ).stdout.strip(), "the prune removes the retired container"
     assert host.run("docker image inspect ytempire/ytvideo:blue").rc == 0, "the color tag is kept"
 
-    load = loader.start("--path", "/health/live", workers=2, max_requests=20000, max_seconds=120)
+    # A light load: it only has to show when traffic moves.
+    load = loader.start(
+        "--path", "/health/live", workers=2, rate=20, max_requests=20000, max_seconds=120
+    )
     wait_for("the load to start", lambda: loader.count(load) > 20, 60)
     started = time.time()
     rc, out = run("rollback")
