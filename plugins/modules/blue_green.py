@@ -383,7 +383,10 @@ class Switch:
                     raise StateError(
                         f"{self.color_file(color)} is missing: the stack role writes it first"
                     )
-                files[color] = (text, *parse_color_file(text))
+                image, meta = parse_color_file(text)
+                # source: the reference the color's image came from (the stack
+                # role's first files name it directly).
+                files[color] = {"text": text, "image": image, "source": meta.get("source") or image}
         except StateError as exc:
             raise Refused(str(exc)) from exc
         if current is None:
@@ -480,7 +483,7 @@ class Switch:
 
     def put_image_on(self, color: str, ref: str, info: dict, state: dict) -> tuple[str, str | None]:
         """Tag the image for color and write its color file; returns what to put back on failure."""
-        text = state["files"][color][0]
+        text = state["files"][color]["text"]
         with self.step("prepare") as s:
             tag = color_tag(ref, color)
             old_tag_id = (self.image_info(tag) or {}).get("Id")
@@ -496,8 +499,7 @@ class Switch:
         """Tag the image color runs with its color, so that the prune keeps it for a
         rollback (the stack role's first color files name the source image)."""
         with self.step("retain") as s:
-            image, meta = state["files"][color][1], state["files"][color][2]
-            tag = color_tag(meta.get("source") or image, color)
+            tag = color_tag(state["files"][color]["source"], color)
             running = self.running_image(color)
             if running is None:
                 s.detail = f"api-{color} has no container"
@@ -800,7 +802,7 @@ class Switch:
         serving = state["serving"]
         target = other(serving)
         o.from_color, o.to_color = serving, target
-        o.previous_image = state["files"][serving][2].get("source") or state["files"][serving][1]
+        o.previous_image = state["files"][serving]["source"]
         info = self.get_image()
         o.image_id = info["Id"]
         if (
@@ -856,8 +858,10 @@ class Switch:
             color = state["previous"]
         serving = state["serving"]
         o.from_color, o.to_color = serving, color
-        o.image = state["files"][color][2].get("source") or state["files"][color][1]
-        o.previous_image = state["files"][serving][2].get("source") or state["files"][serving][1]
+        o.image, o.previous_image = (
+            state["files"][color]["source"],
+            state["files"][serving]["source"],
+        )
         if serving == color:
             if state["current"] != color:
                 self.finish_interrupted(state)
@@ -867,20 +871,17 @@ class Switch:
             return
         cancelled = self.cancel_retire(color)
         with self.step("retained") as s:
-            image, meta = state["files"][color][1], state["files"][color][2]
-            tag = color_tag(meta.get("source") or image, color)
+            image, source = state["files"][color]["image"], state["files"][color]["source"]
+            tag = color_tag(source, color)
+            tag_info = self.image_info(tag)
             if self.running(f"api-{color}"):
                 s.detail = f"api-{color} is still running (retained)"
-            elif self.image_info(image) is None and self.image_info(tag) is not None:
+            elif self.image_info(image) is None and tag_info is not None:
                 # The stack role's first file names the source image, which the prune removed.
                 new_text = render_color_file(
-                    color,
-                    tag,
-                    meta.get("source") or image,
-                    self.image_info(tag)["Id"],
-                    f"restored {utcnow()}",
+                    color, tag, source, tag_info["Id"], f"restored {utcnow()}"
                 )
-                self.diff(self.color_file(color), state["files"][color][0], new_text)
+                self.diff(self.color_file(color), state["files"][color]["text"], new_text)
                 if not self.check:
                     write_atomic(self.color_file(color), new_text)
                 s.changed, s.detail = True, f"{image} is gone; {color} runs its tag {tag}"
@@ -909,7 +910,9 @@ class Switch:
     def save_record(self) -> None:
         o = self.outcome
         o.duration_seconds = time.monotonic() - self.begin
-        if self.check or o.action == "none" or o.result == "refused" and not self.lock_fd:
+        # A run refused before it held the lock leaves no record here: it would
+        # overwrite the running deploy's last-*.json (the controller keeps one).
+        if self.check or o.action == "none" or (o.result == "refused" and self.lock_fd is None):
             return
         directory = self.p["record_dir"]
         os.makedirs(directory, mode=0o750, exist_ok=True)

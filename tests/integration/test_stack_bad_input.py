@@ -9,13 +9,12 @@ import yaml
 from tests.support.targets import (
     MACHINE_VARS,
     ROOT,
-    TEST_SECRETS,
     TEST_VARS,
     assert_refused_unchanged,
 )
 
-# Secrets as an inventory gives them; each case takes one away or spoils one.
-SECRETS = TEST_SECRETS
+# Every test host's inventory has the secrets (TEST_SECRETS in tests/support/targets.py);
+# each case takes one away or spoils one with its extra vars.
 RESOURCES = MACHINE_VARS["ytempire_resources"]
 PORTS = yaml.safe_load((ROOT / "group_vars/all/ports.yml").read_text())["ytempire_ports"]
 IMAGES = TEST_VARS["stack_images"]
@@ -109,4 +108,4 @@ CASES = {
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
 def test_bad_input_refused_before_change(fresh_host, case):
     extra_vars, message = CASES[case]
-    assert_refused_unchanged(fresh_host, "site.yml", {**SECRETS, **extra_vars}, message)
+    assert_refused_unchanged(fresh_host, "site.yml", extra_vars, message)

@@ -190,18 +190,11 @@ def state_file(host, name: str) -> str:
     return f.content_string.strip() if f.exists else ""
 
 
-def running_api_colors(host) -> set[str]:
+def running_colors(host, role: str) -> set[str]:
+    """The colors whose `role` (api or worker) container runs."""
     out = host.check_output(
         "docker ps --filter label=com.docker.compose.project=ytempire"
-        " --filter label=ytempire.role=api --format '{{.Label \"ytempire.color\"}}'"
-    )
-    return set(out.split())
-
-
-def running_worker_colors(host) -> set[str]:
-    out = host.check_output(
-        "docker ps --filter label=com.docker.compose.project=ytempire"
-        " --filter label=ytempire.role=worker --format '{{.Label \"ytempire.color\"}}'"
+        f" --filter label=ytempire.role={role} --format '{{{{.Label \"ytempire.color\"}}}}'"
     )
     return set(out.split())
 
@@ -213,7 +206,7 @@ def assert_one_color_serves(host, color: str) -> None:
     assert serving(host) == color
     assert answering(host) == color
     assert state_file(host, "current_env") == color
-    assert running_worker_colors(host) == {color}
+    assert running_colors(host, "worker") == {color}
     for service in (f"api-{color}", f"worker-{color}"):
         wanted = host.check_output(
             f"cd /opt/ytempire && docker compose --profile {color} config --hash {service}"
@@ -225,9 +218,10 @@ def assert_one_color_serves(host, color: str) -> None:
         assert label == wanted, f"{service} would be recreated by the next docker compose up"
 
 
-def color_image(host, color: str) -> str:
+def api_container(host, color: str, field: str) -> str:
+    """A docker inspect field of the color's API container (.Image, .Config.Image)."""
     return host.check_output(
-        f"docker inspect --format '{{{{.Config.Image}}}}' $(docker ps -q --filter"
+        f"docker inspect --format '{{{{{field}}}}}' $(docker ps -q --filter"
         f" label=com.docker.compose.service=api-{color})"
     )
 
@@ -269,10 +263,7 @@ def releases(host, run):
     """The release images on the server; afterwards blue serves again."""
     # From what blue runs (the stack's image on a fresh server): a rerun of this
     # module finds it even after the last test's prune removed the stack's tag.
-    host.check_output(
-        f"docker tag $(docker ps -q --filter label=com.docker.compose.service=api-blue"
-        f" | xargs docker inspect --format '{{{{.Image}}}}') {BASE_IMAGE}"
-    )
+    host.check_output(f"docker tag {api_container(host, 'blue', '.Image')} {BASE_IMAGE}")
     for tag, line in RELEASES.items():
         dockerfile = f"FROM {BASE_IMAGE}\n{line}\n"
         host.check_output(
@@ -367,7 +358,7 @@ def test_deploy_and_rollback_under_load_drop_nothing(host, run, loader):
     assert rc == 0, deploy_out
     deployed = last_record(host)
     assert_one_color_serves(host, "green")
-    assert color_image(host, "green") == "ytempire/ytvideo:green"
+    assert api_container(host, "green", ".Config.Image") == "ytempire/ytvideo:green"
 
     time.sleep(3)
     rollback_started = time.time()
@@ -419,7 +410,7 @@ def test_a_new_color_that_fails_its_health_gate_changes_nothing(host, run, relea
     assert host.file(UPSTREAM).content_string == upstream
     assert {f: state_file(host, f) for f in before} == before
     assert_one_color_serves(host, "blue")
-    assert running_api_colors(host) == {"blue"}
+    assert running_colors(host, "api") == {"blue"}
     assert last_record(host)["result"] == "failed"
 
 
@@ -441,7 +432,7 @@ def test_an_upstream_nginx_refuses_is_not_reloaded(host, run):
     assert host.file(UPSTREAM).content_string == upstream
     assert nginx_workers(host) == workers
     assert_one_color_serves(host, "blue")
-    assert running_api_colors(host) == {"blue"}
+    assert running_colors(host, "api") == {"blue"}
 
 
 def test_a_second_deploy_is_refused_while_one_runs(host, run, start):
@@ -453,7 +444,7 @@ def test_a_second_deploy_is_refused_while_one_runs(host, run, start):
     first_out, _ = first.communicate(timeout=600)
     assert first.returncode == 0, first_out
     assert_one_color_serves(host, "green")
-    assert color_image(host, "green") == "ytempire/ytvideo:green"
+    assert api_container(host, "green", ".Config.Image") == "ytempire/ytvideo:green"
 
 
 def test_killed_between_start_and_switch_a_rerun_converges(host, run, start):
@@ -466,12 +457,8 @@ def test_killed_between_start_and_switch_a_rerun_converges(host, run, start):
     wait_for(
         "blue's API on release-3",
         lambda: (
-            "blue" in running_api_colors(host)
-            and host.check_output(
-                "docker inspect --format '{{.Image}}'"
-                " $(docker ps -q --filter label=com.docker.compose.service=api-blue)"
-            )
-            == wanted
+            "blue" in running_colors(host, "api")
+            and api_container(host, "blue", ".Image") == wanted
         ),
         180,
     )
@@ -534,7 +521,7 @@ def test_a_color_that_fails_in_the_watch_window_is_reverted(host, run, start):
     assert "failed within the watch window and traffic is back on blue" in out
     assert last_record(host)["result"] == "reverted"
     assert_one_color_serves(host, "blue")
-    assert running_api_colors(host) == {"blue"}
+    assert running_colors(host, "api") == {"blue"}
 
 
 def test_a_release_whose_schema_the_serving_color_cannot_run_is_refused(host, run):
@@ -563,15 +550,8 @@ def test_check_mode_shows_the_diff_and_changes_nothing(host, run):
 
 
 def test_deploying_what_runs_changes_nothing(host, run):
-    running = host.check_output(
-        "docker inspect --format '{{.Image}}'"
-        " $(docker ps -q --filter label=com.docker.compose.service=api-blue)"
-    )
-    tag = next(
-        t
-        for t in ("release-2", "release-3")
-        if host.check_output(f"docker image inspect --format '{{{{.Id}}}}' {image(t)}") == running
-    )
+    running = api_container(host, "blue", ".Image")
+    tag = next(t for t in ("release-2", "release-3") if image_id(host, image(t)) == running)
     rc, out = run("deploy", deploy_image=image(tag))
     assert rc == 0, out
     assert "changed=0" in out
@@ -600,7 +580,7 @@ def test_rollback_after_the_old_color_was_retired_and_pruned(host, run, loader):
     rc, out = run("deploy", deploy_image=image("release-2"), deploy_retire_after=2)
     assert rc == 0, out
     assert_one_color_serves(host, "green")
-    wait_for("blue's retirement", lambda: "blue" not in running_api_colors(host), 60, 1)
+    wait_for("blue's retirement", lambda: "blue" not in running_colors(host, "api"), 60, 1)
     host.check_output("PRUNE_UNTIL=0s /usr/local/sbin/ytempire-docker-prune")
     assert not host.run(
         "docker ps -a -q --filter label=com.docker.compose.service=api-blue"
