@@ -856,7 +856,16 @@ class Offsite:
             and meta.get(META_PLAIN_SHA256) == manifest_plain[0]
             and meta.get(META_KEY_ID) == self.key_id
         ):
-            return {"id": pid, "changed": False, "uploaded": [], "skipped": [], "bytes": 0}
+            return {
+                "id": pid,
+                "changed": False,
+                "uploaded": [],
+                "skipped": [a["file"] for a in manifest["artifacts"]] + [MANIFEST],
+                "aborted_uploads": [],
+                "bytes": 0,
+                "verified": meta[META_VERIFIED],
+                "seconds": round(time.monotonic() - started, 3),
+            }
         if head is not None:
             self._delete(manifest_key)  # a different or unchecked point: incomplete first
         aborted = self.abort_stale_uploads(prefix)

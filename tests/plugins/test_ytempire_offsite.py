@@ -16,7 +16,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.support.s3server import FaultProxy, MotoServer
+from tests.support.s3server import FaultProxy, MotoServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +49,9 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="session")
 def s3() -> Iterator[MotoServer]:
-    with MotoServer(host="127.0.0.1") as server:
+    # YTEMPIRE_MOTO_PYTHON: a Python with moto[server], when this one runs the tests under
+    # the servers' old boto3 and cryptography (which moto does not install with).
+    with MotoServer(host="127.0.0.1", python=os.environ.get("YTEMPIRE_MOTO_PYTHON")) as server:
         yield server
 
 
@@ -342,6 +344,28 @@ def test_500s_on_every_attempt_abort_and_leave_no_object(
     assert uploads(raw, bucket) == [], "the multipart upload was aborted"
     assert any(r[0] == "DELETE" and "uploadId=" in r[1] for r in proxy.requests)
     assert proxy.injected() == 3, "bounded: max_attempts tries, botocore adds none"
+
+
+def test_connection_errors_are_retried_with_bounded_backoff(bucket):
+    slept = []
+    store = offsite.Offsite(
+        bucket,
+        PREFIX,
+        KEY_HEX,
+        endpoint_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        region="us-east-1",
+        access_key_id="test",
+        secret_access_key="test",  # noqa: S106  moto takes any credentials
+        max_attempts=4,
+        backoff_base=0.01,
+        backoff_cap=0.02,
+        sleep=slept.append,
+    )
+
+    with pytest.raises(offsite.OffsiteError, match="after 4 attempts.*EndpointConnectionError"):
+        store.list_points()
+    assert len(slept) == 3
+    assert all(0 <= s <= 0.02 for s in slept)
 
 
 def test_a_stall_past_the_read_timeout_is_retried(make_offsite, proxy, tmp_path):

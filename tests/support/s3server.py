@@ -21,6 +21,10 @@ the Docker bridge: bind to ``0.0.0.0`` (or the bridge's gateway) and give the
 containers ``advertise_host``, the address they see this controller at::
 
     MotoServer(host="0.0.0.0", port=5900, advertise_host="172.17.0.1").start()
+    FaultProxy(5900, host="0.0.0.0", advertise_host="172.17.0.1").start()
+
+``endpoint_url`` is then what to give the containers; ``python`` runs moto from
+another interpreter than this one; ``reset()`` forgets every bucket.
 
 moto keeps every bucket in memory and takes any credentials; it does not check
 Content-MD5, so the tests check ETags themselves.
@@ -66,8 +70,12 @@ class MotoServer:
         port: int = 0,
         advertise_host: str | None = None,
         start_timeout: float = 30.0,
+        python: str | None = None,
     ) -> None:
         self.host = host
+        # The interpreter with moto[server] (this one by default): the clients under
+        # test may run elsewhere, under other libraries (the servers' boto3 1.20).
+        self.python = python or sys.executable
         self.port = port or free_port(_client_host(host))
         self.advertise_host = advertise_host or _client_host(host)
         self.start_timeout = start_timeout
@@ -87,7 +95,7 @@ class MotoServer:
         self._log = tempfile.NamedTemporaryFile(prefix="moto-server-", suffix=".log", delete=False)  # noqa: SIM115  kept open for the subprocess' life
         env = {**os.environ, "MOTO_PORT": str(self.port)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            [self.python, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
