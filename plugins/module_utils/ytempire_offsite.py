@@ -467,7 +467,10 @@ class Offsite:
     ``encryption_key`` is the vault's 32 random bytes as hex or base64.
     ``access_key_id``/``secret_access_key`` None: boto3's default chain
     (environment, instance profile). ``endpoint_url`` None: AWS; anything else
-    (MinIO, Ceph, Wasabi, moto) is addressed path-style.
+    (MinIO, Ceph, Wasabi, moto) is addressed path-style. ``max_attempts`` counts
+    every try of one request; between tries it waits a random time up to
+    ``backoff_base * 2**(try - 1)`` seconds, at most ``backoff_cap`` (``sleep``
+    is how it waits, for tests).
     """
 
     def __init__(
@@ -488,7 +491,7 @@ class Offsite:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not bucket:
-            raise OffsiteError("an offsite bucket is needed (ytempire offsite bucket is empty)")
+            raise OffsiteError("the offsite bucket's name is empty: name the bucket to copy to")
         if not MIN_PART_SIZE <= int(part_size) <= MAX_PART_SIZE:
             raise OffsiteError(
                 f"part_size {part_size} is outside {MIN_PART_SIZE} (5 MiB, S3's smallest part) "
