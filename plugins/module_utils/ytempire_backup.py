@@ -69,7 +69,9 @@ def parse_point_id(name: str) -> tuple[dt.datetime, str] | None:
     match = _POINT_ID.match(name)
     if not match or match.group("scope") not in SCOPES:
         return None
-    created = dt.datetime.strptime(match.group("time"), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+    created = dt.datetime.strptime(match.group("time"), "%Y%m%dT%H%M%SZ").replace(
+        tzinfo=dt.timezone.utc
+    )
     return created, match.group("scope")
 
 
@@ -109,7 +111,13 @@ class Artifact:
     detail: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"part": self.part, "file": self.file, "sha256": self.sha256, "size": self.size, **self.detail}
+        return {
+            "part": self.part,
+            "file": self.file,
+            "sha256": self.sha256,
+            "size": self.size,
+            **self.detail,
+        }
 
 
 def build_manifest(
@@ -170,7 +178,9 @@ def fsync_dir(path: str) -> None:
 
 def write_manifest(point_dir: str, manifest: dict) -> None:
     """Write the manifest last: it is what makes the directory a restore point."""
-    write_file_atomic(os.path.join(point_dir, MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode())
+    write_file_atomic(
+        os.path.join(point_dir, MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode()
+    )
 
 
 def parse_manifest(text: str, source: str) -> dict:
@@ -189,7 +199,11 @@ def parse_manifest(text: str, source: str) -> dict:
     for artifact in manifest["artifacts"]:
         if not isinstance(artifact, dict) or not {"file", "sha256", "size"} <= artifact.keys():
             raise ManifestError(f"{source} has an artifact without file, sha256 and size")
-        if os.path.basename(artifact["file"]) != artifact["file"] or artifact["file"] in ("", ".", ".."):
+        if os.path.basename(artifact["file"]) != artifact["file"] or artifact["file"] in (
+            "",
+            ".",
+            "..",
+        ):
             raise ManifestError(f"{source} names {artifact['file']!r}, not a file of the point")
     return manifest
 
@@ -223,11 +237,15 @@ def verify_files(point_dir: str, manifest: dict) -> list[str]:
             continue
         size = os.path.getsize(path)
         if size != artifact["size"]:
-            problems.append(f"{artifact['file']} is {size} bytes, the manifest says {artifact['size']}")
+            problems.append(
+                f"{artifact['file']} is {size} bytes, the manifest says {artifact['size']}"
+            )
             continue
         digest, _ = sha256_file(path)
         if digest != artifact["sha256"]:
-            problems.append(f"{artifact['file']} has sha256 {digest[:16]}..., the manifest says {artifact['sha256'][:16]}...")
+            problems.append(
+                f"{artifact['file']} has sha256 {digest[:16]}..., the manifest says {artifact['sha256'][:16]}..."
+            )
     return problems
 
 
@@ -271,7 +289,9 @@ def plan_retention(
     - ``protect`` (the point being made, the one a restore reads) is kept.
     """
     if minimum_redundancy < 1:
-        raise ValueError("minimum_redundancy must be at least 1: the last good point is never deleted")
+        raise ValueError(
+            "minimum_redundancy must be at least 1: the last good point is never deleted"
+        )
     cutoff = now - dt.timedelta(days=keep_days)
     keep, delete, reasons = [], [], {}
     by_scope: dict[str, list[PointInfo]] = {}
@@ -288,7 +308,9 @@ def plan_retention(
                 reasons[point.id] = "in use by this run"
             elif point.verified and point.id in newest_good:
                 keep.append(point.id)
-                reasons[point.id] = f"one of the newest {minimum_redundancy} verified {point.scope} points"
+                reasons[point.id] = (
+                    f"one of the newest {minimum_redundancy} verified {point.scope} points"
+                )
             elif point.verified and point.created >= cutoff:
                 keep.append(point.id)
                 reasons[point.id] = f"verified and younger than {keep_days:g} days"
@@ -328,10 +350,19 @@ def pg_dump_argv(user: str, dbname: str, host: str = "127.0.0.1", port: int = 54
 
 def pg_dumpall_globals_argv(user: str, host: str = "127.0.0.1", port: int = 5432) -> list[str]:
     """The roles and tablespaces, which pg_dump leaves out (no passwords of other roles are needed)."""
-    return ["pg_dumpall", f"--host={host}", f"--port={port}", f"--username={user}", "--globals-only", "--no-password"]
+    return [
+        "pg_dumpall",
+        f"--host={host}",
+        f"--port={port}",
+        f"--username={user}",
+        "--globals-only",
+        "--no-password",
+    ]
 
 
-def pg_restore_argv(user: str, dbname: str, path: str, jobs: int, host: str = "127.0.0.1", port: int = 5432) -> list[str]:
+def pg_restore_argv(
+    user: str, dbname: str, path: str, jobs: int, host: str = "127.0.0.1", port: int = 5432
+) -> list[str]:
     """pg_restore of a custom-format file into an empty database, in parallel, stopping at the first error."""
     return [
         "pg_restore",
