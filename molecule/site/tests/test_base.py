@@ -83,8 +83,6 @@ def test_sudoers_valid_and_effective(host):
         ("/data", "root", "root", 0o755),
         ("/data/media", "ytempire", "ytempire", 0o750),
         ("/backup", "root", "ytempire", 0o750),
-        ("/backup/hourly", "ytempire", "ytempire", 0o750),
-        ("/backup/daily", "ytempire", "ytempire", 0o750),
         ("/var/log/ytempire", "ytempire", "ytempire", 0o755),
     ],
 )
