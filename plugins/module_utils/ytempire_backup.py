@@ -69,9 +69,11 @@ def parse_point_id(name: str) -> tuple[dt.datetime, str] | None:
     match = _POINT_ID.match(name)
     if not match or match.group("scope") not in SCOPES:
         return None
-    created = dt.datetime.strptime(match.group("time"), "%Y%m%dT%H%M%SZ").replace(
-        tzinfo=dt.timezone.utc
-    )
+    try:
+        created = dt.datetime.strptime(match.group("time"), "%Y%m%dT%H%M%SZ")
+    except ValueError:  # a month 13, an hour 25: not a time, so not a point
+        return None
+    created = created.replace(tzinfo=dt.timezone.utc)
     return created, match.group("scope")
 
 
@@ -194,11 +196,19 @@ def parse_manifest(text: str, source: str) -> dict:
     for key in ("id", "scope", "created", "artifacts"):
         if key not in manifest:
             raise ManifestError(f"{source} has no {key!r}")
+    if not isinstance(manifest["id"], str) or not isinstance(manifest["artifacts"], list):
+        raise ManifestError(
+            f"{source} has an id that is not a string or artifacts that are not a list"
+        )
     if parse_point_id(manifest["id"]) is None:
         raise ManifestError(f"{source} names {manifest['id']!r}, not a point id")
     for artifact in manifest["artifacts"]:
         if not isinstance(artifact, dict) or not {"file", "sha256", "size"} <= artifact.keys():
             raise ManifestError(f"{source} has an artifact without file, sha256 and size")
+        if not isinstance(artifact["file"], str) or not isinstance(artifact["sha256"], str):
+            raise ManifestError(f"{source} has an artifact whose file or sha256 is not a string")
+        if not isinstance(artifact["size"], int) or isinstance(artifact["size"], bool):
+            raise ManifestError(f"{source} has an artifact whose size is not a number of bytes")
         if os.path.basename(artifact["file"]) != artifact["file"] or artifact["file"] in (
             "",
             ".",
@@ -244,7 +254,8 @@ def verify_files(point_dir: str, manifest: dict) -> list[str]:
         digest, _ = sha256_file(path)
         if digest != artifact["sha256"]:
             problems.append(
-                f"{artifact['file']} has sha256 {digest[:16]}..., the manifest says {artifact['sha256'][:16]}..."
+                f"{artifact['file']} has sha256 {digest[:16]}..., "
+                f"the manifest says {artifact['sha256'][:16]}..."
             )
     return problems
 
@@ -349,7 +360,7 @@ def pg_dump_argv(user: str, dbname: str, host: str = "127.0.0.1", port: int = 54
 
 
 def pg_dumpall_globals_argv(user: str, host: str = "127.0.0.1", port: int = 5432) -> list[str]:
-    """The roles and tablespaces, which pg_dump leaves out (no passwords of other roles are needed)."""
+    """The roles and tablespaces, which pg_dump leaves out."""
     return [
         "pg_dumpall",
         f"--host={host}",
@@ -363,7 +374,8 @@ def pg_dumpall_globals_argv(user: str, host: str = "127.0.0.1", port: int = 5432
 def pg_restore_argv(
     user: str, dbname: str, path: str, jobs: int, host: str = "127.0.0.1", port: int = 5432
 ) -> list[str]:
-    """pg_restore of a custom-format file into an empty database, in parallel, stopping at the first error."""
+    """pg_restore of a custom-format file into an empty database, in parallel,
+    stopping at the first error."""
     return [
         "pg_restore",
         f"--host={host}",

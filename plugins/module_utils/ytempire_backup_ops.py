@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import http.client
 import json
 import os
 import shlex
@@ -85,12 +86,18 @@ def load_config(raw: dict) -> dict:
     config["db"] = {**DEFAULTS["db"], **(raw.get("db") or {})}
     if not config["db"].get("password"):
         raise BackupError(
-            "the database password (db.password) is not set: the backup authenticates as the application"
+            "the database password (db.password) is not set: "
+            "the backup authenticates as the application does"
         )
     for key in ("retention_days", "space_factor", "lock_timeout"):
-        if not isinstance(config[key], (int, float)) or config[key] <= 0:
+        if (
+            isinstance(config[key], bool)
+            or not isinstance(config[key], (int, float))
+            or config[key] <= 0
+        ):
             raise BackupError(f"{key} must be a positive number, not {config[key]!r}")
-    if not isinstance(config["minimum_redundancy"], int) or config["minimum_redundancy"] < 1:
+    redundancy = config["minimum_redundancy"]
+    if isinstance(redundancy, bool) or not isinstance(redundancy, int) or redundancy < 1:
         raise BackupError(
             "minimum_redundancy must be at least 1: the last good point is never deleted"
         )
@@ -99,7 +106,8 @@ def load_config(raw: dict) -> dict:
 
 
 def config_from_file(path: str, overrides: dict | None = None) -> dict:
-    """The settings the backup role wrote to ``path``, with ``overrides`` (``db`` merged key by key)."""
+    """The settings the backup role wrote to ``path``, with ``overrides`` over them
+    (``db`` merged key by key)."""
     try:
         with open(path, encoding="utf-8") as handle:
             raw = json.load(handle)
@@ -107,10 +115,24 @@ def config_from_file(path: str, overrides: dict | None = None) -> dict:
         raise BackupError(
             f"cannot read the backup settings {path}: {exc} (the backup role writes them)"
         ) from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("db", {}), dict):
+        raise BackupError(f"{path} is not the backup role's settings (an object with a db object)")
     overrides = dict(overrides or {})
     if "db" in overrides:
         overrides["db"] = {**raw.get("db", {}), **overrides["db"]}
     return load_config({**raw, **overrides})
+
+
+def secret_values(config: dict) -> set[str]:
+    """The settings' secrets, for a module to mask in what it returns."""
+    offsite_settings = config.get("offsite") or {}
+    values = (
+        config["db"].get("password"),
+        offsite_settings.get("secret_access_key"),
+        offsite_settings.get("encryption_key"),
+        config.get("slack_webhook_url"),
+    )
+    return {str(v) for v in values if v}
 
 
 def points_dir(config: dict) -> str:
@@ -192,8 +214,9 @@ def pipeline(
         texts.append(err.read().decode("utf-8", "replace"))
         err.close()
     messages = [
-        f"{argv[0] if argv[0] != 'docker' else ' '.join(argv[:5])} exited {code}: {tail(text.encode())}"
-        for argv, code, text in zip(stages, codes, texts)
+        f"{' '.join(argv[:5]) if argv[0] == 'docker' else argv[0]} exited {code}: "
+        f"{tail(text.encode())}"
+        for argv, code, text in zip(stages, codes, texts, strict=True)
         if code != 0
     ]
     if messages:
@@ -228,22 +251,9 @@ def container(config: dict, service: str, running: bool = True) -> str:
 
 def app_containers(config: dict) -> list[str]:
     """The running API and worker containers, of either color."""
-    out = (
-        run(
-            [
-                "docker",
-                "ps",
-                "--quiet",
-                "--filter",
-                f"label=com.docker.compose.project={config['project']}",
-                "--filter",
-                "label=ytempire.role",
-            ]
-        )
-        .stdout.decode()
-        .split()
-    )
-    return out
+    project = f"label=com.docker.compose.project={config['project']}"
+    argv = ["docker", "ps", "--quiet", "--filter", project, "--filter", "label=ytempire.role"]
+    return run(argv).stdout.decode().split()
 
 
 def pg_env(config: dict) -> dict:
@@ -322,11 +332,13 @@ YT_TMP=$(mktemp -d)
 export YT_TMP
 trap 'rm -rf "$YT_TMP"' EXIT
 echo 1 > "$YT_TMP/rc"
-psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -U "$1" -d "$2" --no-password -o "$YT_TMP/counts" <<'SQL'
+psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -U "$1" -d "$2" --no-password \
+  -o "$YT_TMP/counts" <<'SQL'
 BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
 SELECT pg_export_snapshot() AS snapshot \gset
 \setenv YT_SNAPSHOT :snapshot
-SELECT format('SELECT %L, count(*) FROM %I.%I', schemaname || '.' || tablename, schemaname, tablename)
+SELECT format('SELECT %L, count(*) FROM %I.%I',
+              schemaname || '.' || tablename, schemaname, tablename)
   FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1 \gexec
 \! @PG_DUMP@ --snapshot="$YT_SNAPSHOT"; echo $? > "$YT_TMP/rc"
 COMMIT;
@@ -336,16 +348,30 @@ exit "$(cat "$YT_TMP/rc")"
 """
 
 
+def literal(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def ident(name: str) -> str:
+    """``name`` as an SQL identifier."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
 def write_sentinel(config: dict, pid: str) -> str:
     """A row the restore drill looks for: it proves the restored data is this point's."""
-    return psql(
-        config,
-        f"CREATE SCHEMA IF NOT EXISTS ytempire_backup; "
-        f"CREATE TABLE IF NOT EXISTS {SENTINEL_TABLE} (point_id text PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT now()); "
-        f"DELETE FROM {SENTINEL_TABLE} WHERE written_at < now() - interval '90 days'; "
-        f"INSERT INTO {SENTINEL_TABLE} (point_id) VALUES ('{pid}') ON CONFLICT DO NOTHING; "
-        f"SELECT to_char(written_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM {SENTINEL_TABLE} WHERE point_id = '{pid}'",
-    ).splitlines()[-1]
+    # Constants and quoted values only (literal).
+    table = SENTINEL_TABLE
+    statements = [
+        "CREATE SCHEMA IF NOT EXISTS ytempire_backup",
+        f"CREATE TABLE IF NOT EXISTS {table} "
+        "(point_id text PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT now())",
+        f"DELETE FROM {table} WHERE written_at < now() - interval '90 days'",  # noqa: S608
+        f"INSERT INTO {table} (point_id) VALUES ({literal(pid)}) ON CONFLICT DO NOTHING",  # noqa: S608
+        "SELECT to_char(written_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "  # noqa: S608
+        f"FROM {table} WHERE point_id = {literal(pid)}",
+    ]
+    return psql(config, "; ".join(statements)).splitlines()[-1]
 
 
 def parse_counts(text: str) -> dict[str, int]:
@@ -372,8 +398,11 @@ def dump_postgres(config: dict, path: str) -> dict:
     )
     # The archive's table of contents, read back by the server's pg_restore:
     # a dump pg_restore cannot read fails the backup now, not the restore.
+    # pg_restore stops reading after the table of contents: the rest of the
+    # stream is read to its end, or zstd would die of SIGPIPE on any large dump.
+    toc = "pg_restore --list > /dev/null; rc=$?; cat > /dev/null; exit $rc"
     pipeline(
-        [core.zstd_decompress_argv(), pg_exec(config, ["pg_restore", "--list"], interactive=True)],
+        [core.zstd_decompress_argv(), pg_exec(config, ["sh", "-c", toc], interactive=True)],
         stdin_path=path,
     )
     return {"format": "custom", "compression": "zstd", "rows": parse_counts(errors[0])}
@@ -392,7 +421,8 @@ def dump_postgres_globals(config: dict, path: str) -> dict:
 
 
 def base_backup(config: dict, path: str) -> dict:
-    """A physical copy of the cluster with the WAL it needs (point-in-time recovery starts from it)."""
+    """A physical copy of the cluster with the WAL it needs (where point-in-time
+    recovery starts)."""
     wal_from = psql(config, "SELECT pg_walfile_name(pg_current_wal_lsn())")
     argv = [
         "pg_basebackup",
@@ -432,24 +462,26 @@ def save_redis(config: dict, path: str) -> dict:
     """BGSAVE, then the RDB copied and checked with the server's redis-check-rdb.
 
     A BGSAVE already running started before this backup: wait for it, then
-    start ours. Ours is done when the count of saves moved past the one seen
-    at the start (LASTSAVE's second is too coarse) and its status is ok.
+    start ours. An append-only rewrite (another child) makes Redis refuse a
+    BGSAVE: SCHEDULE queues ours after it. Ours is done when the count of saves
+    moved past the one seen at the start (LASTSAVE's second is too coarse) and
+    its status is ok.
     """
     started = time.time()
-    info = wait_redis(
-        config, lambda i: i.get("rdb_bgsave_in_progress") == "0", "the running BGSAVE finishing"
-    )
+
+    def idle(i: dict) -> bool:
+        return i.get("rdb_bgsave_in_progress") == "0"
+
+    info = wait_redis(config, idle, "the running BGSAVE finishing")
     saves_before = int(info.get("rdb_saves", -1))
     lastsave_before = int(redis_cli(config, "LASTSAVE"))
     for _ in range(50):
-        answer = redis_cli(config, "BGSAVE")
-        if "started" in answer.lower() or "scheduled" in answer.lower():
+        answer = redis_cli(config, "BGSAVE", "SCHEDULE").lower()
+        if "started" in answer or "scheduled" in answer:
             break
-        if "in progress" not in answer.lower():
+        if "in progress" not in answer and "another child" not in answer:
             raise BackupError(f"Redis refused BGSAVE: {answer}")
-        wait_redis(
-            config, lambda i: i.get("rdb_bgsave_in_progress") == "0", "the running BGSAVE finishing"
-        )
+        wait_redis(config, idle, "the running BGSAVE finishing")
     else:
         raise BackupError("Redis: BGSAVE kept answering that a save is in progress")
 
@@ -634,7 +666,8 @@ def find_point(config: dict, point_id: str | None, scopes: tuple[str, ...] | Non
         if point.complete and not verify_point(point):
             return point
     raise BackupError(
-        f"no verified restore point{' of scope ' + '/'.join(scopes) if scopes else ''} in {points_dir(config)}"
+        f"no verified restore point{' of scope ' + '/'.join(scopes) if scopes else ''} "
+        f"in {points_dir(config)}"
     )
 
 
@@ -655,7 +688,8 @@ def lock(config: dict):
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise BackupError(
-                        f"another backup or restore holds {config['lock_file']} (waited {config['lock_timeout']} s)"
+                        f"another backup or restore holds {config['lock_file']} "
+                        f"(waited {config['lock_timeout']} s)"
                     ) from None
                 time.sleep(1)
         os.ftruncate(fd, 0)
@@ -678,8 +712,9 @@ def check_space(config: dict, scope: str, points: list[Point]) -> dict:
             else "the reserve"
         )
         raise BackupError(
-            f"{config['backup_dir']} has {free >> 20} MiB free; a {scope} point needs {need >> 20} MiB "
-            f"({basis} plus {config['space_reserve_bytes'] >> 20} MiB reserve): free space or move backup_dir"
+            f"{config['backup_dir']} has {free >> 20} MiB free; a {scope} point needs "
+            f"{need >> 20} MiB ({basis} plus {config['space_reserve_bytes'] >> 20} MiB reserve): "
+            "free space or move backup_dir"
         )
     return {"free_bytes": free, "needed_bytes": need}
 
@@ -689,13 +724,17 @@ def notify(config: dict, text: str) -> str | None:
     url = config.get("slack_webhook_url")
     if not url:
         return None
-    request = urllib.request.Request(
-        url, data=json.dumps({"text": text}).encode(), headers={"Content-Type": "application/json"}
-    )
+    if not str(url).startswith(("https://", "http://")):
+        return f"the Slack notification was not sent: {url!r} is not an http(s) URL"
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
+        request = urllib.request.Request(  # noqa: S310  checked above
+            url,
+            data=json.dumps({"text": text}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310  checked above
             answer.read()
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         return f"the Slack notification was not sent: {exc}"
     return None
 
@@ -864,6 +903,8 @@ def make_point(config: dict, scope: str, now: dt.datetime | None = None) -> dict
     """
     if scope not in core.SCOPES:
         raise BackupError(f"{scope!r} is not a scope ({', '.join(core.SCOPES)})")
+    # Files of a point are root's alone: they hold the secrets.
+    os.umask(0o077)
     now = (now or utcnow()).replace(microsecond=0)
     pid = core.point_id(now, scope)
     state = load_state(config)
@@ -979,6 +1020,12 @@ def sync_offsite(config: dict, remote, pid: str) -> dict:
     return {"uploaded": sorted(uploaded), "details": uploaded}
 
 
+def prune(config: dict) -> dict:
+    """Retention on its own (a timer's or an operator's run), under the lock."""
+    with lock(config):
+        return apply_retention(config)
+
+
 def apply_retention(
     config: dict, protect: tuple[str, ...] = (), now: dt.datetime | None = None
 ) -> dict:
@@ -1087,7 +1134,8 @@ def stage(config: dict, point: Point, part: str, suffix: str) -> str:
 def pg_restore_file(
     config: dict, dump: str, dbname: str, network: str, host: str, image: str
 ) -> None:
-    """pg_restore from the postgres image itself (the server's version), in parallel, errors fatal."""
+    """pg_restore from the postgres image itself (the server's version), in
+    parallel, the first error fatal."""
     db = config["db"]
     argv = [
         "docker",
@@ -1113,8 +1161,9 @@ def count_rows(config: dict, dbname: str, exec_in: str | None = None) -> dict[st
     """Rows of every table of ``dbname`` (the live server's, or the container ``exec_in``'s)."""
     db = config["db"]
     sql = (
-        "SELECT format('SELECT %L, count(*) FROM %I.%I', schemaname || '.' || tablename, schemaname, tablename) "
-        "FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1 \\gexec"
+        "SELECT format('SELECT %L, count(*) FROM %I.%I', "
+        "schemaname || '.' || tablename, schemaname, tablename) FROM pg_tables "
+        "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1 \\gexec"
     )
     target = exec_in or container(config, "postgres")
     argv = [
@@ -1207,10 +1256,11 @@ def restore_database(
         try:
             with app_stopped(config) as stopped:
                 result["stopped"] = len(stopped)
-                psql(config, f'DROP DATABASE IF EXISTS "{scratch}"', dbname="postgres")
+                psql(config, f"DROP DATABASE IF EXISTS {ident(scratch)}", dbname="postgres")
                 psql(
                     config,
-                    f'CREATE DATABASE "{scratch}" OWNER "{db["user"]}" TEMPLATE template0',
+                    f"CREATE DATABASE {ident(scratch)} OWNER {ident(db['user'])} "
+                    "TEMPLATE template0",
                     dbname="postgres",
                 )
                 try:
@@ -1226,21 +1276,22 @@ def restore_database(
                             f"the restored database does not match the dump: {'; '.join(problems)}"
                         )
                 except BaseException:
-                    psql(config, f'DROP DATABASE IF EXISTS "{scratch}"', dbname="postgres")
+                    psql(config, f"DROP DATABASE IF EXISTS {ident(scratch)}", dbname="postgres")
                     raise
                 psql(
                     config,
-                    f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db['name']}'",
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "  # noqa: S608  quoted
+                    f"WHERE datname = {literal(db['name'])}",
                     dbname="postgres",
                 )
                 psql(
                     config,
-                    f'ALTER DATABASE "{db["name"]}" RENAME TO "{previous}"',
+                    f"ALTER DATABASE {ident(db['name'])} RENAME TO {ident(previous)}",
                     dbname="postgres",
                 )
                 psql(
                     config,
-                    f'ALTER DATABASE "{scratch}" RENAME TO "{db["name"]}"',
+                    f"ALTER DATABASE {ident(scratch)} RENAME TO {ident(db['name'])}",
                     dbname="postgres",
                 )
                 result["rows"] = expected
@@ -1249,7 +1300,7 @@ def restore_database(
         if keep_previous:
             result["previous_database"] = previous
         else:
-            psql(config, f'DROP DATABASE IF EXISTS "{previous}"', dbname="postgres")
+            psql(config, f"DROP DATABASE IF EXISTS {ident(previous)}", dbname="postgres")
     result["seconds"] = round(time.monotonic() - t0, 3)
     return result
 
@@ -1274,7 +1325,8 @@ def _pitr_base(config: dict, target: dt.datetime | None, point_id: str | None) -
 def restore_point_in_time(
     config: dict, target_time: str | None = None, point_id: str | None = None
 ) -> dict:
-    """Recover the cluster from a base backup and the WAL archive, to ``target_time`` or as far as the archive goes.
+    """Recover the cluster from a base backup and the WAL archive, to
+    ``target_time`` or as far as the archive goes.
 
     The cluster's directory is moved aside, not deleted: when recovery fails,
     the old one is put back and started.
@@ -1341,12 +1393,14 @@ def restore_point_in_time(
                 os.rename(aside, data)
                 run(["docker", "start", pg], check=False)
                 raise BackupError(
-                    f"point-in-time recovery failed, the cluster is back as it was ({failed} kept): {exc}"
+                    "point-in-time recovery failed, the cluster is back as it was "
+                    f"({failed} kept): {exc}"
                 ) from exc
         result["previous_data_dir"] = aside
         result["recovered_to"] = psql(
             config,
-            "SELECT to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')",
+            "SELECT to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD HH24:MI:SS')",
         )
     result["seconds"] = round(time.monotonic() - t0, 3)
     return result
@@ -1372,7 +1426,8 @@ def wait_recovered(config: dict, pg: str, timeout: float = 3600) -> None:
 
 
 def restore_redis(config: dict, point: Point, data_dir: str) -> dict:
-    """Redis from the point's RDB: stopped, its append-only files moved aside, the RDB in, started."""
+    """Redis from the point's RDB: stopped, its append-only files moved aside,
+    the RDB in, started."""
     redis = container(config, "redis", running=False)
     owner = os.stat(data_dir)
     rdb = stage(config, point, "redis", "rdb")
@@ -1389,7 +1444,8 @@ def restore_redis(config: dict, point: Point, data_dir: str) -> dict:
 
 
 def restore_files(config: dict, point: Point, part: str, destination: str = "/") -> dict:
-    """Extract the files or the media of a point under ``destination`` (/ puts them back in place)."""
+    """Extract the files or the media of a point under ``destination`` (/ puts
+    them back in place)."""
     os.makedirs(destination, mode=0o700, exist_ok=True)
     pipeline(
         [
@@ -1458,7 +1514,9 @@ def drill(config: dict, point_id: str | None = None, objectives: dict | None = N
         os.path.join(workdir, "compose.yml"),
     ]
     result = {"project": project}
+    held = contextlib.ExitStack()
     try:
+        held.enter_context(lock(config))
         point = find_point(config, point_id)
         result["point"] = point.id
         redis_dir = os.path.join(workdir, "redis")
@@ -1487,7 +1545,9 @@ def drill(config: dict, point_id: str | None = None, objectives: dict | None = N
                 )
             )
         run([*compose, "up", "--detach", "--wait", "--wait-timeout", "300"], env=pg_env(config))
-        drill_pg = run([*compose, "ps", "--quiet", "postgres"]).stdout.decode().strip()
+        drill_pg = (
+            run([*compose, "ps", "--quiet", "postgres"], env=pg_env(config)).stdout.decode().strip()
+        )
         dump = stage(config, point, "postgres", "dump")
         try:
             db = config["db"]["name"]
@@ -1512,7 +1572,7 @@ def drill(config: dict, point_id: str | None = None, objectives: dict | None = N
                     "-v",
                     "ON_ERROR_STOP=1",
                     "-c",
-                    f'CREATE DATABASE "{db}" TEMPLATE template0',
+                    f"CREATE DATABASE {ident(db)} TEMPLATE template0",
                 ],
                 env=pg_env(config),
             )
@@ -1550,14 +1610,16 @@ def drill(config: dict, point_id: str | None = None, objectives: dict | None = N
                 db,
                 "--no-password",
                 "-c",
-                f"SELECT count(*) FROM {SENTINEL_TABLE} WHERE point_id = '{point.id}'",
+                f"SELECT count(*) FROM {SENTINEL_TABLE} WHERE point_id = {literal(point.id)}",  # noqa: S608,
             ],
             env=pg_env(config),
             check=False,
         )
         if seen.stdout.decode().strip() != "1":
             problems.append(f"the sentinel row of {point.id} is not in the restored database")
-        drill_redis = run([*compose, "ps", "--quiet", "redis"]).stdout.decode().strip()
+        drill_redis = (
+            run([*compose, "ps", "--quiet", "redis"], env=pg_env(config)).stdout.decode().strip()
+        )
         keys = run(["docker", "exec", drill_redis, "redis-cli", "DBSIZE"]).stdout.decode().strip()
         if problems:
             raise BackupError("; ".join(problems))
@@ -1602,8 +1664,9 @@ def drill(config: dict, point_id: str | None = None, objectives: dict | None = N
             raise
         raise error from exc
     finally:
-        run([*compose, "down", "--volumes", "--timeout", "10"], check=False)
+        run([*compose, "down", "--volumes", "--timeout", "10"], env=pg_env(config), check=False)
         shutil.rmtree(workdir, ignore_errors=True)
+        held.close()
 
 
 def fetch_point(config: dict, point_id: str) -> dict:

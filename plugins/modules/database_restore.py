@@ -55,7 +55,10 @@ options:
     type: path
     default: /etc/ytempire/backup.json
   settings:
-    description: Settings over those of O(config_file), for this run only.
+    description:
+      - Settings over those of O(config_file), for this run only.
+      - The secrets among them (the database password, the S3 secret key, the encryption key,
+        the Slack webhook) are masked in what the module returns.
     type: dict
     default: {}
 author: YTEMPIRE operations
@@ -82,29 +85,46 @@ restore:
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.ytempire_backup_ops import BackupError, config_from_file, find_point, lock  # noqa: E402
-from ansible.module_utils.ytempire_backup_ops import restore_database, restore_files  # noqa: E402
-from ansible.module_utils.ytempire_backup_ops import restore_point_in_time, restore_redis  # noqa: E402
+from ansible.module_utils.ytempire_backup_ops import (  # noqa: E402  # noqa: E402  # noqa: E402
+    BackupError,
+    config_from_file,
+    find_point,
+    lock,
+    restore_database,
+    restore_files,
+    restore_point_in_time,
+    restore_redis,
+    secret_values,
+)
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "method": {"type": "str", "choices": ["logical", "point_in_time"], "default": "logical"},
+            "method": {
+                "type": "str",
+                "choices": ["logical", "point_in_time"],
+                "default": "logical",
+            },
             "point": {"type": "str", "default": "latest"},
             "target_time": {"type": "str"},
-            "parts": {"type": "list", "elements": "str", "choices": ["database", "redis", "media", "files"],
-                      "default": ["database"]},
+            "parts": {
+                "type": "list",
+                "elements": "str",
+                "choices": ["database", "redis", "media", "files"],
+                "default": ["database"],
+            },
             "files_destination": {"type": "path", "default": "/"},
             "keep_previous": {"type": "bool", "default": False},
             "config_file": {"type": "path", "default": "/etc/ytempire/backup.json"},
-            "settings": {"type": "dict", "default": {}, "no_log": True},
+            "settings": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
     )
     p = module.params
     try:
         config = config_from_file(p["config_file"], p["settings"])
+        module.no_log_values.update(secret_values(config))
     except BackupError as exc:
         module.fail_json(msg=str(exc))
     if p["target_time"] and p["method"] != "point_in_time":
@@ -126,7 +146,10 @@ def main() -> None:
             for part in ("media", "files"):
                 if part in p["parts"]:
                     if not any(a["part"] == part for a in point.manifest["artifacts"]):
-                        module.fail_json(msg=f"{point.id} is a {point.scope} point: it has no {part}", restore=done)
+                        module.fail_json(
+                            msg=f"{point.id} is a {point.scope} point: it has no {part}",
+                            restore=done,
+                        )
                     destination = "/" if part == "media" else p["files_destination"]
                     done[part] = restore_files(config, point, part, os.path.abspath(destination))
         module.exit_json(changed=True, restore=done)

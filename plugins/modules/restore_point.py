@@ -55,7 +55,10 @@ options:
     type: path
     default: /etc/ytempire/backup.json
   settings:
-    description: Settings over those of O(config_file), for this run only.
+    description:
+      - Settings over those of O(config_file), for this run only.
+      - The secrets among them (the database password, the S3 secret key, the encryption key,
+        the Slack webhook) are masked in what the module returns.
     type: dict
     default: {}
 author: YTEMPIRE operations
@@ -82,20 +85,32 @@ point:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.ytempire_backup_ops import BackupError, config_from_file, drill, make_point  # noqa: E402
-from ansible.module_utils.ytempire_backup_ops import apply_retention, fetch_point, verify  # noqa: E402
+from ansible.module_utils.ytempire_backup_ops import (  # noqa: E402
+    BackupError,
+    config_from_file,
+    drill,
+    fetch_point,
+    make_point,
+    prune,
+    secret_values,
+    verify,
+)  # noqa: E402
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "state": {"type": "str", "choices": ["present", "verified", "fetched", "pruned", "drilled"], "default": "present"},
+            "state": {
+                "type": "str",
+                "choices": ["present", "verified", "fetched", "pruned", "drilled"],
+                "default": "present",
+            },
             "scope": {"type": "str", "choices": ["database", "daily", "full"], "default": "daily"},
             "point": {"type": "str"},
             "remote": {"type": "bool", "default": False},
             "objectives": {"type": "dict"},
             "config_file": {"type": "path", "default": "/etc/ytempire/backup.json"},
-            "settings": {"type": "dict", "default": {}, "no_log": True},
+            "settings": {"type": "dict", "default": {}},
         },
         required_if=[("state", "fetched", ["point"])],
         supports_check_mode=True,
@@ -103,25 +118,43 @@ def main() -> None:
     state = module.params["state"]
     try:
         config = config_from_file(module.params["config_file"], module.params["settings"])
+        module.no_log_values.update(secret_values(config))
         if module.check_mode:
-            module.exit_json(changed=state in ("present", "fetched", "pruned"), point={"state": state})
+            module.exit_json(
+                changed=state in ("present", "fetched", "pruned"), point={"state": state}
+            )
         if state == "present":
             result = make_point(config, module.params["scope"])
-            module.exit_json(changed=True, point=result, warnings=result["warnings"])
+            for warning in result["warnings"]:
+                module.warn(warning)
+            module.exit_json(changed=True, point=result)
         if state == "verified":
             result = verify(config, module.params["point"], module.params["remote"])
             if not result["ok"]:
-                module.fail_json(msg="restore points do not verify: " + "; ".join(
-                    f"{pid}: {', '.join(problems)}" for where in ("local", "offsite")
-                    for pid, problems in result.get(where, {}).items() if problems), point=result)
+                module.fail_json(
+                    msg="restore points do not verify: "
+                    + "; ".join(
+                        f"{pid}: {', '.join(problems)}"
+                        for where in ("local", "offsite")
+                        for pid, problems in result.get(where, {}).items()
+                        if problems
+                    ),
+                    point=result,
+                )
             module.exit_json(changed=False, point=result)
         if state == "fetched":
             result = fetch_point(config, module.params["point"])
             module.exit_json(changed=result["downloaded"], point=result)
         if state == "pruned":
-            result = apply_retention(config)
-            module.exit_json(changed=bool(result["local"]["deleted"] or result.get("offsite", {}).get("deleted") or result["wal_deleted"]),
-                             point=result)
+            result = prune(config)
+            module.exit_json(
+                changed=bool(
+                    result["local"]["deleted"]
+                    or result.get("offsite", {}).get("deleted")
+                    or result["wal_deleted"]
+                ),
+                point=result,
+            )
         result = drill(config, module.params["point"], module.params["objectives"])
         module.exit_json(changed=False, point=result)
     except BackupError as exc:

@@ -15,6 +15,7 @@ CASES = {
     "nvidia": ("nvidia_require_gpu", "perhaps", "bool"),
     "stack": ("stack_worker_stop_grace_seconds", "ten minutes", "int"),
     "nginx": ("nginx_https_port", "https", "int"),
+    "backup": ("backup_minimum_redundancy", "two", "int"),
 }
 
 

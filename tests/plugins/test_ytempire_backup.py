@@ -155,10 +155,6 @@ def test_parse_point_id_ignores_other_names(name):
     assert core.parse_point_id(name) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_point_id raises ValueError for an impossible date instead of returning None",
-)
 @pytest.mark.parametrize("name", ["20261302T020000Z-daily", "20261202T250000Z-daily"])
 def test_parse_point_id_ignores_an_impossible_date(name):
     assert core.parse_point_id(name) is None
@@ -347,10 +343,6 @@ def test_parse_manifest_refuses_a_path_outside_the_point(name):
         core.parse_manifest(text, "m")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_manifest raises TypeError, not ManifestError, for JSON of the wrong types",
-)
 @pytest.mark.parametrize(
     "changes",
     [
@@ -763,7 +755,8 @@ def _dump_postgres(monkeypatch, config: dict, dump: Path, target: Path) -> tuple
     monkeypatch.setattr(ops, "pipeline", pipeline)
     monkeypatch.setattr(ops, "pg_exec", lambda config, argv, interactive=False: argv)
     result = ops.dump_postgres(config, str(target))
-    assert calls[1] == [core.zstd_decompress_argv(), ["pg_restore", "--list"]]
+    assert calls[1][0] == core.zstd_decompress_argv()
+    assert "pg_restore --list" in " ".join(calls[1][1])
     return result, calls
 
 
@@ -775,15 +768,10 @@ def test_dump_postgres_reads_a_small_dump_back(monkeypatch, config, tmp_path):
 def test_dump_postgres_fails_on_a_dump_pg_restore_cannot_read(monkeypatch, config, tmp_path):
     garbage = tmp_path / "garbage.zst"
     garbage.write_bytes(_zst())
-    with pytest.raises(ops.BackupError, match="pg_restore exited 1"):
+    with pytest.raises(ops.BackupError, match="sh exited 1"):
         _dump_postgres(monkeypatch, config, garbage, tmp_path / "d.zst")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pg_restore --list exits after the table of contents; zstd, still writing, dies "
-    "of SIGPIPE, and the pipeline fails every dump larger than the pipe's buffers",
-)
 def test_dump_postgres_reads_a_large_dump_back(monkeypatch, config, tmp_path):
     result, _ = _dump_postgres(monkeypatch, config, DATA / "large.dump.zst", tmp_path / "d.zst")
     assert result["format"] == "custom"
@@ -826,20 +814,12 @@ def test_list_points_takes_an_unreadable_manifest_for_an_incomplete_point(config
     assert ops.verify_point(point) == ["no manifest: the run that made it did not finish"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_point_id raises ValueError on an impossible date, and list_points with it",
-)
 def test_list_points_ignores_a_name_with_an_impossible_date(config):
     good = _point(config, NOW)
     (Path(ops.points_dir(config)) / "20261399T020000Z-daily").mkdir()
     assert _ids(config) == [good.name]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a manifest of valid JSON with the wrong types makes list_points raise TypeError",
-)
 def test_list_points_survives_a_manifest_of_the_wrong_shape(config):
     path = _point(config, NOW)
     manifest = json.loads(_manifest_text(id=path.name))
@@ -1221,10 +1201,6 @@ def test_notify_warns_when_the_webhook_is_unreachable(config, no_proxy, url):
     assert warning.startswith("the Slack notification was not sent: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="notify builds its Request outside its try: a malformed URL raises ValueError",
-)
 @pytest.mark.parametrize("url", ["hooks.slack.com/services/T0/B0/x", "http://[::1/x"])
 def test_notify_never_raises_on_a_malformed_url(config, url):
     warning = ops.notify({**config, "slack_webhook_url": url}, "text")
@@ -1261,10 +1237,6 @@ def test_notify_warns_when_the_server_hangs_up(config, no_proxy):
     assert warning.startswith("the Slack notification was not sent: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="notify lets http.client.BadStatusLine (an HTTPException, not an OSError) escape",
-)
 def test_notify_never_raises_on_an_answer_that_is_not_http(config, no_proxy):
     with _answering(b"SSH-2.0-OpenSSH_9.2\r\n") as url:
         warning = ops.notify({**config, "slack_webhook_url": url}, "text")
