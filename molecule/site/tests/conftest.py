@@ -1,9 +1,15 @@
 """What the site scenario's test modules share: the client on the scenario's
-network (user, scanner, attacker), the addresses, and a TCP probe from it."""
+network (user, scanner, attacker), the addresses, a TCP probe from it, the S3
+server the backups go to, and ansible-playbook on the scenario's inventory."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import testinfra
@@ -52,3 +58,125 @@ def probe(client):
         return client.check_output(f'python3 -c "{PROBE}" {address} {port}')
 
     return _probe
+
+
+ROOT = Path(__file__).resolve().parents[3]
+ANSIBLE_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+# The port site.yml's inventory gives the target for S3 (site_test_s3_port),
+# and the fault proxy's, one above it.
+S3_PORT = 9555
+sys.path.insert(0, str(ROOT))
+from tests.support.s3server import FaultProxy, MotoServer  # noqa: E402
+
+
+def pytest_collection_modifyitems(items):
+    """The disaster-recovery test last: it makes the client a server of its own."""
+    items.sort(key=lambda item: item.path.name == "test_recovery.py")
+
+
+@dataclass
+class S3:
+    server: MotoServer
+    proxy: FaultProxy
+    bucket: str
+
+    def client(self):
+        import boto3  # noqa: PLC0415  the controller's, only where S3 is used
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.server.local_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def keys(self, prefix: str = "") -> list[str]:
+        answer = self.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return sorted(o["Key"] for o in answer.get("Contents", []))
+
+
+@pytest.fixture(scope="session")
+def s3(target) -> S3:
+    """moto's S3 on this controller (the target's default gateway, as the inventory
+    says), the bucket the inventory names, and a fault proxy in front of it."""
+    gateway = target.check_output("ip -4 route show default").split()[2]
+    server = MotoServer(host="0.0.0.0", port=S3_PORT, advertise_host=gateway).start()  # noqa: S104  the containers' bridge
+    proxy = FaultProxy(S3_PORT, host="0.0.0.0", port=S3_PORT + 1, advertise_host=gateway).start()  # noqa: S104
+    found = S3(server=server, proxy=proxy, bucket="ytempire-site-test")
+    found.client().create_bucket(Bucket=found.bucket)
+    yield found
+    proxy.stop()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def run_playbook():
+    """ansible-playbook on the scenario's inventory (or another): (rc, output)."""
+    return ansible_playbook
+
+
+@pytest.fixture(scope="session")
+def run_module():
+    """One of this repository's modules run ad hoc on a host: its result."""
+    return ansible_module
+
+
+@pytest.fixture(scope="session")
+def figure():
+    """Record a measured figure, printed at the end of the run."""
+    return record_figure
+
+
+def ansible_playbook(playbook: str, extra: dict, inventory: str | None = None, timeout: int = 1800):
+    """ansible-playbook PLAYBOOK on the scenario's inventory, to its end: (rc, output)."""
+    command = [
+        str(ANSIBLE_BIN / "ansible-playbook"),
+        "-i",
+        inventory or os.environ["MOLECULE_INVENTORY_FILE"],
+        playbook,
+        "-e",
+        json.dumps(extra),
+    ]
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def ansible_module(module: str, args: dict, pattern: str = "ytempire") -> dict:
+    """One of this repository's modules run ad hoc on PATTERN's host: its result (failed or not)."""
+    command = [str(ANSIBLE_BIN / "ansible"), "-i", os.environ["MOLECULE_INVENTORY_FILE"], pattern, "-b",
+               "-m", module, "-a", json.dumps(args)]  # fmt: skip
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_STDOUT_CALLBACK": "json",
+           "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False
+    )
+    try:
+        hosts = json.loads(done.stdout)["plays"][0]["tasks"][0]["hosts"]
+    except (ValueError, KeyError, IndexError) as exc:
+        raise AssertionError(f"ansible -m {module} said:\n{done.stdout}\n{done.stderr}") from exc
+    (result,) = hosts.values()
+    return result
+
+
+FIGURES: dict[str, float] = {}
+
+
+def record_figure(name: str, value: float) -> None:
+    """A measured figure (an RPO, an RTO), printed at the end of the run."""
+    FIGURES[name] = value
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("measured")
+        for name, value in FIGURES.items():
+            terminalreporter.write_line(f"{name}: {value}")
