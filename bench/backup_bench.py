@@ -22,7 +22,8 @@ give back the source's row counts, indexes and constraints, or the benchmark
 stops: a broken restore must not look fast. Prints wall time, client CPU time
 and size of each, the ratios guide / project and whether the goal (a backup at
 least 3x faster than the guide's, no larger) is met. ``--rounds N`` repeats
-the two backups N times, alternating which goes first, and takes the medians.
+the two backups, then the two restores, N times, alternating which goes first,
+and takes the medians.
 ``--also-levels`` times more project backups at other zstd levels (backup only),
 ``--also-jobs`` more project restores with other pg_restore --jobs.
 The cluster and every file are removed at the end, also on Ctrl-C or failure,
@@ -240,9 +241,10 @@ class Step:
     commands: str
     seconds: float = 0.0
     cpu_seconds: float = 0.0
-    # The wall and CPU seconds of each round (backups only); the figures are their medians.
+    # The figures of each round; those above are their medians.
     rounds: list[float] = field(default_factory=list)
     cpu_rounds: list[float] = field(default_factory=list)
+    part_rounds: dict[str, list[float]] = field(default_factory=dict)
     size: int = 0
     parts: dict[str, float] = field(default_factory=dict)
 
@@ -462,6 +464,21 @@ def settle(cluster: Cluster) -> None:
     os.sync()
 
 
+def record(steps: dict[str, Step], key: str, step: Step) -> None:
+    """Add one round of a step to ``steps``: its figures become the medians of the rounds."""
+    if key in steps:
+        step.rounds, step.cpu_rounds = steps[key].rounds, steps[key].cpu_rounds
+        step.part_rounds = steps[key].part_rounds
+    step.rounds.append(step.seconds)
+    step.cpu_rounds.append(step.cpu_seconds)
+    for part, seconds in step.parts.items():
+        step.part_rounds.setdefault(part, []).append(seconds)
+    step.seconds = statistics.median(step.rounds)
+    step.cpu_seconds = statistics.median(step.cpu_rounds)
+    step.parts = {part: statistics.median(values) for part, values in step.part_rounds.items()}
+    steps[key] = step
+
+
 def fmt_cmd(argvs: list[list[str]], src: str | None = None, dst: str | None = None) -> str:
     text = " | ".join(" ".join(a) for a in argvs)
     return text + (f" < {src}" if src else "") + (f" > {dst}" if dst else "")
@@ -509,81 +526,68 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
             print(f"    {step.seconds:.1f} s, {step.size / MIB:.1f} MiB", flush=True)
             return step
 
-        # Backups are short: with --rounds they alternate which goes first, and the
-        # median of each counts, so that a burst of other load on the machine skews less.
+        # With --rounds the two backups (then the two restores) alternate which goes first
+        # and the median of each counts, so that a burst of other load skews less.
         backups = {
             "guide_backup": ("guide backup", guide_dump, guide_file),
             "project_backup": ("project backup", project_dump, project_file),
         }
         for r in range(args.rounds):
             for key in list(backups)[:: 1 if r % 2 == 0 else -1]:
-                step = backup(*backups[key])
-                if key in steps:
-                    step.rounds, step.cpu_rounds = steps[key].rounds, steps[key].cpu_rounds
-                step.rounds.append(step.seconds)
-                step.cpu_rounds.append(step.cpu_seconds)
-                step.seconds = statistics.median(step.rounds)
-                step.cpu_seconds = statistics.median(step.cpu_rounds)
-                steps[key] = step
+                record(steps, key, backup(*backups[key]))
 
         def check(name: str, db: str) -> None:
             got = shape(cluster, db)
             if got != source_shape:
                 raise BenchError(f"{name} restored {got}, the source has {source_shape}")
 
-        # The guide's restore.
-        fresh_db(cluster, "restore_guide")
-        settle(cluster)
-        argvs = [["gunzip", "-c", guide_file.name], ["psql", "-U", OWNER, "restore_guide"]]
-        step = Step("guide restore", fmt_cmd(argvs))
-        print(f"  guide restore: {step.commands}", flush=True)
-        step.seconds, step.cpu_seconds = pipeline(cluster, argvs, None, None, log)
-        check("the guide's restore", "restore_guide")
-        step.size = database_size(cluster, "restore_guide")
-        print(f"    {step.seconds:.1f} s", flush=True)
-        steps["guide_restore"] = step
-        cluster.psql("postgres", "DROP DATABASE restore_guide;")
+        def guide_restore() -> Step:
+            fresh_db(cluster, "restore_guide")
+            settle(cluster)
+            argvs = [["gunzip", "-c", guide_file.name], ["psql", "-U", OWNER, "restore_guide"]]
+            step = Step("guide restore", fmt_cmd(argvs))
+            print(f"  guide restore: {step.commands}", flush=True)
+            step.seconds, step.cpu_seconds = pipeline(cluster, argvs, None, None, log)
+            check("the guide's restore", "restore_guide")
+            cluster.psql("postgres", "DROP DATABASE restore_guide;")
+            print(f"    {step.seconds:.1f} s", flush=True)
+            return step
 
         # The project's restore: decompress to a file pg_restore can seek in, restore in parallel.
-        fresh_db(cluster, "restore_project")
-        settle(cluster)
-        decompress = [yb.zstd_decompress_argv()]
-        restore = [
-            yb.pg_restore_argv(
-                OWNER, "restore_project", dump_file.name, jobs=args.jobs, host=host, port=port
-            )
-        ]
-        step = Step(
-            "project restore",
-            fmt_cmd(decompress, project_file.name, dump_file.name) + "; " + fmt_cmd(restore),
-        )
-        print(f"  project restore: {step.commands}", flush=True)
-        d_s, d_cpu = pipeline(cluster, decompress, project_file, dump_file, log)
-        r_s, r_cpu = pipeline(cluster, restore, None, None, log)
-        step.seconds, step.cpu_seconds = d_s + r_s, d_cpu + r_cpu
-        step.parts = {"decompress_s": d_s, "pg_restore_s": r_s}
-        check("the project's restore", "restore_project")
-        step.size = database_size(cluster, "restore_project")
-        print(
-            f"    {step.seconds:.1f} s (decompress {d_s:.1f} s, pg_restore {r_s:.1f} s)", flush=True
-        )
-        steps["project_restore"] = step
-        cluster.psql("postgres", "DROP DATABASE restore_project;")
-        restores = []
-        for jobs in args.also_jobs:
-            fresh_db(cluster, "restore_jobs")
+        def project_restore(jobs: int, name: str = "project restore") -> Step:
+            fresh_db(cluster, "restore_project")
             settle(cluster)
+            decompress = [yb.zstd_decompress_argv()]
             restore = [
                 yb.pg_restore_argv(
-                    OWNER, "restore_jobs", dump_file.name, jobs=jobs, host=host, port=port
+                    OWNER, "restore_project", dump_file.name, jobs=jobs, host=host, port=port
                 )
             ]
-            print(f"  project restore, --jobs={jobs}: {fmt_cmd(restore)}", flush=True)
-            r_s, _ = pipeline(cluster, restore, None, None, log)
-            check(f"the project's restore with --jobs={jobs}", "restore_jobs")
-            cluster.psql("postgres", "DROP DATABASE restore_jobs;")
-            print(f"    pg_restore {r_s:.1f} s, with decompress {d_s + r_s:.1f} s", flush=True)
-            restores.append({"jobs": jobs, "pg_restore_seconds": r_s, "seconds": d_s + r_s})
+            step = Step(
+                name,
+                fmt_cmd(decompress, project_file.name, dump_file.name) + "; " + fmt_cmd(restore),
+            )
+            print(f"  {name}: {step.commands}", flush=True)
+            d_s, d_cpu = pipeline(cluster, decompress, project_file, dump_file, log)
+            r_s, r_cpu = pipeline(cluster, restore, None, None, log)
+            step.seconds, step.cpu_seconds = d_s + r_s, d_cpu + r_cpu
+            step.parts = {"decompress_s": d_s, "pg_restore_s": r_s}
+            check(f"the {name}", "restore_project")
+            cluster.psql("postgres", "DROP DATABASE restore_project;")
+            print(f"    {step.seconds:.1f} s (decompress {d_s:.1f} s, pg_restore {r_s:.1f} s)")
+            return step
+
+        restores = {
+            "guide_restore": guide_restore,
+            "project_restore": lambda: project_restore(args.jobs),
+        }
+        for r in range(args.rounds):
+            for key in list(restores)[:: 1 if r % 2 == 0 else -1]:
+                record(steps, key, restores[key]())
+        restore_variants = []
+        for jobs in args.also_jobs:
+            step = project_restore(jobs, f"project restore, --jobs={jobs}")
+            restore_variants.append({"jobs": jobs, "seconds": step.seconds, **step.parts})
         dump_size = dump_file.stat().st_size
         dump_file.unlink()
 
@@ -628,7 +632,7 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
             "met": speedup >= GOAL_SPEEDUP and p_b.size <= g_b.size,
         },
         "zstd_levels": variants,
-        "pg_restore_jobs_variants": restores,
+        "pg_restore_jobs_variants": restore_variants,
     }
 
 
@@ -675,7 +679,7 @@ def report(fig: dict) -> None:
         for v in fig["pg_restore_jobs_variants"]:
             print(
                 f"  --jobs={v['jobs']:<3} {v['seconds']:8.1f} s"
-                f" (pg_restore {v['pg_restore_seconds']:.1f} s)"
+                f" (pg_restore {v['pg_restore_s']:.1f} s)"
                 f"  time {g['seconds'] / v['seconds']:5.2f}x"
             )
 
@@ -695,7 +699,7 @@ def main() -> int:
         "--rounds",
         type=int,
         default=1,
-        help="rounds of the two backups, alternating; the median counts (1)",
+        help="rounds of the backups and of the restores, alternating; the medians count (1)",
     )
     parser.add_argument(
         "--also-levels",
