@@ -1669,15 +1669,20 @@ def drill(config: dict, point_id: str | None = None, objectives: dict | None = N
         held.close()
 
 
-def fetch_point(config: dict, point_id: str) -> dict:
-    """Download a point from S3 into the local points (``latest``: the newest complete one)."""
+def fetch_point(config: dict, point_id: str, scope: str | None = None) -> dict:
+    """Download a point from S3 into the local points (``latest``: the newest
+    complete one, of ``scope`` when given)."""
     remote = offsite(config)
     if remote is None:
         raise BackupError("no offsite storage is configured")
     if point_id == "latest":
-        complete = sorted(p["id"] for p in remote.list_points() if p["complete"])
+        complete = sorted(
+            p["id"] for p in remote.list_points() if p["complete"] and scope in (None, p["scope"])
+        )
         if not complete:
-            raise BackupError("S3 holds no complete restore point")
+            raise BackupError(
+                f"S3 holds no complete restore point{' of scope ' + scope if scope else ''}"
+            )
         point_id = complete[-1]
     local = {p.id: p for p in list_points(config)}
     if point_id in local and local[point_id].complete and not verify_point(local[point_id]):

@@ -43,6 +43,10 @@ options:
   point:
     description: A point id, or C(latest) (C(verified), C(fetched), C(drilled)).
     type: str
+  fetch_scope:
+    description: With C(state=fetched) and O(point=latest), the newest complete point of this scope.
+    type: str
+    choices: [database, daily, full]
   remote:
     description: With C(state=verified), check the copy in S3 too.
     type: bool
@@ -108,6 +112,7 @@ def main() -> None:
             "scope": {"type": "str", "choices": ["database", "daily", "full"], "default": "daily"},
             "point": {"type": "str"},
             "remote": {"type": "bool", "default": False},
+            "fetch_scope": {"type": "str", "choices": ["database", "daily", "full"]},
             "objectives": {"type": "dict"},
             "config_file": {"type": "path", "default": "/etc/ytempire/backup.json"},
             "settings": {"type": "dict", "default": {}},
@@ -143,7 +148,7 @@ def main() -> None:
                 )
             module.exit_json(changed=False, point=result)
         if state == "fetched":
-            result = fetch_point(config, module.params["point"])
+            result = fetch_point(config, module.params["point"], module.params["fetch_scope"])
             module.exit_json(changed=result["downloaded"], point=result)
         if state == "pruned":
             result = prune(config)

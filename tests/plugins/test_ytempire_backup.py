@@ -1193,10 +1193,10 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize(
-    "url", [f"http://127.0.0.1:{_closed_port()}/hook", "ftp-ish://127.0.0.1/x"]
-)
+@pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/hook", "ftp-ish://127.0.0.1/x"])
 def test_notify_warns_when_the_webhook_is_unreachable(config, no_proxy, url):
+    # The port is picked at run time: ids fixed at collection are the same on every xdist worker.
+    url = url.format(port=_closed_port())
     warning = ops.notify({**config, "slack_webhook_url": url}, "text")
     assert warning.startswith("the Slack notification was not sent: ")
 

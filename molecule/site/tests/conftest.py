@@ -88,10 +88,10 @@ class S3:
             endpoint_url=self.server.local_url,
             region_name="us-east-1",
             aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_secret_access_key="testing",  # noqa: S106  moto's, not a secret
         )
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def listing(self, prefix: str = "") -> list[str]:
         answer = self.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix)
         return sorted(o["Key"] for o in answer.get("Contents", []))
 
@@ -152,10 +152,12 @@ def ansible_playbook(playbook: str, extra: dict, inventory: str | None = None, t
 
 def ansible_module(module: str, args: dict, pattern: str = "ytempire") -> dict:
     """One of this repository's modules run ad hoc on PATTERN's host: its result (failed or not)."""
-    command = [str(ANSIBLE_BIN / "ansible"), "-i", os.environ["MOLECULE_INVENTORY_FILE"], pattern, "-b",
-               "-m", module, "-a", json.dumps(args)]  # fmt: skip
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_STDOUT_CALLBACK": "json",
-           "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    command = [str(ANSIBLE_BIN / "ansible"), "-i", inventory, pattern, "-b", "-m", module,
+               "-a", json.dumps(args)]  # fmt: skip
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+           "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+           "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
     done = subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False
     )

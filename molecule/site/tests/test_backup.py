@@ -8,8 +8,10 @@ still verifying. The module leaves the platform serving, with its data.
 
 from __future__ import annotations
 
+import http.server
 import json
 import shlex
+import threading
 import time
 
 import pytest
@@ -30,7 +32,8 @@ ROWS = 20000
 
 def container(host, service: str) -> str:
     return host.check_output(
-        f"docker ps -q --filter label=com.docker.compose.project=ytempire --filter label=com.docker.compose.service={service}"
+        "docker ps -q --filter label=com.docker.compose.project=ytempire"
+        f" --filter label=com.docker.compose.service={service}"
     )
 
 
@@ -97,13 +100,18 @@ def timers_paused(host):
 
 @pytest.fixture(scope="module")
 def seeded(host):
-    """A table of the application's database with ROWS rows, of text that compresses and that does not."""
-    sql(
-        host,
-        "CREATE TABLE IF NOT EXISTS backup_rows (id bigint PRIMARY KEY, note text, noise text, at timestamptz DEFAULT now());"
-        f"INSERT INTO backup_rows SELECT g, repeat('video ', 20), md5(g::text) || md5((g * 7)::text), now() "
-        f"FROM generate_series(1, {ROWS}) g ON CONFLICT DO NOTHING",
+    """A table of the application's database with ROWS rows, of text that
+    compresses and text that does not."""
+    create = (
+        "CREATE TABLE IF NOT EXISTS backup_rows "
+        "(id bigint PRIMARY KEY, note text, noise text, at timestamptz DEFAULT now())"
     )
+    fill = (
+        "INSERT INTO backup_rows SELECT g, repeat('video ', 20), "
+        "md5(g::text) || md5((g * 7)::text), now() "
+        "FROM generate_series(1, %d) g ON CONFLICT DO NOTHING"
+    )
+    sql(host, f"{create}; {fill % ROWS}")
     return ROWS
 
 
@@ -179,7 +187,7 @@ def test_a_daily_point_holds_every_part_with_checksums(host, daily, seeded, s3):
     # Root only: the point holds the secrets.
     assert host.file(f"{POINTS}/{daily}").mode == 0o700
     # In S3, encrypted: the manifest object last, no plaintext.
-    keys = s3.keys(f"site/points/{daily}/")
+    keys = s3.listing(f"site/points/{daily}/")
     assert f"site/points/{daily}/manifest.json.enc" in keys
     assert len(keys) == len(m["artifacts"]) + 1
     body = (
@@ -187,7 +195,8 @@ def test_a_daily_point_holds_every_part_with_checksums(host, daily, seeded, s3):
         .get_object(Bucket=s3.bucket, Key=f"site/points/{daily}/manifest.json.enc")["Body"]
         .read()
     )
-    assert daily.encode() not in body and b"sha256" not in body
+    assert daily.encode() not in body
+    assert b"sha256" not in body
     metrics = host.file(METRICS).content_string
     assert 'ytempire_backup_last_success_timestamp_seconds{scope="daily"}' in metrics
 
@@ -204,12 +213,12 @@ def test_a_daily_point_holds_every_part_with_checksums(host, daily, seeded, s3):
 def test_a_failing_dump_leaves_nothing_and_runs_no_retention(
     host, daily, s3, settings, says, backup
 ):
-    before, keys = points(host), s3.keys()
+    before, keys = points(host), s3.listing()
     rc, out = backup("daily", **settings)
     assert rc != 0
     assert says in out, out
     assert points(host) == before
-    assert s3.keys() == keys
+    assert s3.listing() == keys
     assert (
         'ytempire_backup_last_failure_timestamp_seconds{scope="daily"}'
         in host.file(METRICS).content_string
@@ -217,8 +226,46 @@ def test_a_failing_dump_leaves_nothing_and_runs_no_retention(
     assert_all_verify(host)
 
 
+@pytest.fixture
+def webhook(host):
+    """An HTTP server on the controller that records what is posted to it: (url, bodies)."""
+    gateway = host.check_output("ip -4 route show default").split()[2]
+    bodies: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802  http.server's name
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Hook)  # noqa: S104  the containers' bridge
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://{gateway}:{server.server_address[1]}/services/T0/B0/test", bodies
+    server.shutdown()
+
+
+def test_a_failure_is_posted_to_slack_and_a_failed_post_only_warns(host, daily, backup, webhook):
+    url, bodies = webhook
+    rc, out = backup("database", db={"password": "wrong"}, slack_webhook_url=url)
+    assert rc != 0
+    assert len(bodies) == 1
+    assert "database backup" in bodies[0]["text"]
+    assert "failed" in bodies[0]["text"]
+    assert "password authentication failed" in bodies[0]["text"]
+    # A webhook nobody answers: the backup's own failure is reported, the post only warned of.
+    rc, out = backup(
+        "database", db={"password": "wrong"}, slack_webhook_url="http://127.0.0.1:9/hook"
+    )
+    assert rc != 0
+    assert "password authentication failed" in out
+    assert "the Slack notification was not sent" in out, out
+
+
 def test_a_stopped_database_fails_the_backup(host, daily, s3, backup):
-    before, keys = points(host), s3.keys()
+    before, keys = points(host), s3.listing()
     host.check_output(f"docker stop {container(host, 'postgres')}")
     try:
         rc, out = backup("database")
@@ -227,7 +274,7 @@ def test_a_stopped_database_fails_the_backup(host, daily, s3, backup):
     assert rc != 0
     assert "no running postgres container" in out, out
     assert points(host) == before
-    assert s3.keys() == keys
+    assert s3.listing() == keys
 
 
 @pytest.fixture
@@ -243,17 +290,20 @@ def small_disk(host):
 def test_too_little_free_space_is_refused_before_the_dump(host, daily, small_disk, backup):
     rc, out = backup("daily", backup_dir=small_disk, offsite=None)
     assert rc != 0
-    assert "MiB free" in out and "needs" in out, out
+    assert "MiB free" in out, out
+    assert "needs" in out, out
     assert host.check_output(f"ls -A {small_disk}/points") == ""
 
 
 def test_a_disk_that_fills_during_the_dump_leaves_no_partial_files(
     host, daily, small_disk, seeded, backup
 ):
-    # Enough rows that the dump does not fit; the guard lets it start (no reserve, no earlier point there).
+    # Enough rows that the dump does not fit; the guard lets it start (no
+    # reserve, no earlier point there).
     sql(
         host,
-        "CREATE TABLE IF NOT EXISTS filler AS SELECT g, md5(random()::text) || md5(random()::text) AS x "
+        "CREATE TABLE IF NOT EXISTS filler AS "
+        "SELECT g, md5(random()::text) || md5(random()::text) AS x "
         "FROM generate_series(1, 300000) g",
     )
     try:
@@ -280,7 +330,8 @@ def test_a_corrupted_artifact_fails_verification_locally_and_in_s3(host, daily, 
             host.check_output(damage.format(f=f"{POINTS}/{copy}/redis.rdb.zst"))
             result = restore_point(state="verified", point=copy)
             assert result.get("failed"), result
-            assert "redis.rdb.zst" in result["msg"] and expect in result["msg"], result["msg"]
+            assert "redis.rdb.zst" in result["msg"], result["msg"]
+            assert expect in result["msg"], result["msg"]
     finally:
         host.check_output(f"rm -rf {POINTS}/{copy} && mv {scratch} {POINTS}/{copy}")
     assert not restore_point(state="verified", point=daily).get("failed")
@@ -316,7 +367,8 @@ def test_a_running_bgsave_and_writes_still_give_a_copy_from_after_the_start(
         redis(host, "SET", "after-bgsave", "yes")
         # Writes all through the backup (database 1; it ends by itself).
         host.check_output(
-            f"docker exec -d {container(host, 'redis')} timeout 90 redis-benchmark -q --dbnum 1 -n 5000000 -c 2 -t set -r 10000"
+            f"docker exec -d {container(host, 'redis')} timeout 90 "
+            "redis-benchmark -q --dbnum 1 -n 5000000 -c 2 -t set -r 10000"
         )
         rc, out = backup("database", offsite=None)
         assert rc == 0, out
@@ -325,7 +377,8 @@ def test_a_running_bgsave_and_writes_still_give_a_copy_from_after_the_start(
         )
     finally:
         host.run(
-            f"docker exec {container(host, 'redis')} sh -c 'kill $(pidof redis-benchmark timeout) 2>/dev/null'"
+            f"docker exec {container(host, 'redis')} "
+            "sh -c 'kill $(pidof redis-benchmark timeout) 2>/dev/null'"
         )
         redis(host, "CONFIG", "SET", "rdb-key-save-delay", "0")
         redis(host, "-n", "1", "FLUSHDB")
@@ -335,9 +388,11 @@ def test_a_running_bgsave_and_writes_still_give_a_copy_from_after_the_start(
     # The copy: a valid RDB, and it has the key written after the first BGSAVE began.
     check = host.run(
         f"zstd -dc {POINTS}/{pid}/redis.rdb.zst > /tmp/copy.rdb && docker cp /tmp/copy.rdb "
-        f"{container(host, 'redis')}:/tmp/copy.rdb && docker exec {container(host, 'redis')} redis-check-rdb /tmp/copy.rdb"
+        f"{container(host, 'redis')}:/tmp/copy.rdb && "
+        f"docker exec {container(host, 'redis')} redis-check-rdb /tmp/copy.rdb"
     )
-    assert check.rc == 0 and "RDB looks OK" in check.stdout, check.stdout + check.stderr
+    assert check.rc == 0, check.stdout + check.stderr
+    assert "RDB looks OK" in check.stdout, check.stdout
     keys = host.run("grep -c after-bgsave /tmp/copy.rdb")
     assert keys.stdout.strip() == "1"
     host.run(f"rm -f /tmp/copy.rdb; docker exec {container(host, 'redis')} rm -f /tmp/copy.rdb")
@@ -378,14 +433,16 @@ def test_a_logical_restore_brings_back_the_point(host, daily, seeded, backup, ru
     pid = points(host)[-1]
     sql(
         host,
-        "INSERT INTO backup_rows (id, note) VALUES (-2, 'after the point'); DELETE FROM backup_rows WHERE id <= 100",
+        "INSERT INTO backup_rows (id, note) VALUES (-2, 'after the point'); "
+        "DELETE FROM backup_rows WHERE id <= 100",
     )
     rc, out = run_playbook("playbooks/restore-database.yml", {"restore_point": pid})
     assert rc == 0, out
     assert sql(host, "SELECT count(*) FROM backup_rows") == str(seeded)
     assert sql(host, "SELECT count(*) FROM backup_rows WHERE id = -2") == "0"
     assert (
-        sql(host, f"SELECT point_id FROM ytempire_backup.sentinel WHERE point_id = '{pid}'") == pid
+        sql(host, f"SELECT point_id FROM ytempire_backup.sentinel WHERE point_id = '{pid}'")  # noqa: S608
+        == pid
     )
     assert "ytempire_before_restore" not in sql(
         host, "SELECT string_agg(datname, ',') FROM pg_database"
@@ -449,7 +506,7 @@ def test_s3_errors_and_timeouts_are_retried(host, daily, s3, backup, restore_poi
     assert rc == 0, out
     assert s3.proxy.injected() == 3
     pid = points(host)[-1]
-    assert f"site/points/{pid}/manifest.json.enc" in s3.keys()
+    assert f"site/points/{pid}/manifest.json.enc" in s3.listing()
     assert not restore_point(state="verified", point=pid, remote=True).get("failed")
 
 
@@ -467,13 +524,13 @@ def test_s3_failing_every_attempt_leaves_no_object_under_the_final_key(
     pid = points(host)[-1]
     # The local point is kept (verified); nothing of it is in S3, no upload is left open.
     assert not restore_point(state="verified", point=pid).get("failed")
-    assert s3.keys(f"site/points/{pid}/") == []
+    assert s3.listing(f"site/points/{pid}/") == []
     uploads = s3.client().list_multipart_uploads(Bucket=s3.bucket, Prefix=f"site/points/{pid}/")
     assert uploads.get("Uploads", []) == []
     # The next good run uploads it too.
     rc, out = backup("database")
     assert rc == 0, out
-    assert f"site/points/{pid}/manifest.json.enc" in s3.keys()
+    assert f"site/points/{pid}/manifest.json.enc" in s3.listing()
 
 
 def test_failed_runs_never_erase_the_last_verified_points(host, daily, s3, backup, restore_point):
@@ -482,16 +539,25 @@ def test_failed_runs_never_erase_the_last_verified_points(host, daily, s3, backu
         assert rc != 0
     locally = [p for p in points(host) if p.endswith("-daily")]
     remote = sorted(
-        {k.split("/")[2] for k in s3.keys("site/points/") if k.endswith("-daily/manifest.json.enc")}
+        {
+            k.split("/")[2]
+            for k in s3.listing("site/points/")
+            if k.endswith("-daily/manifest.json.enc")
+        }
     )
     assert len(locally) >= 1
-    # Retention as if every point were past its days: only minimum_redundancy (2) newest per scope stay.
+    # Retention as if every point were past its days: only the newest
+    # minimum_redundancy (2) of each scope stay.
     result = restore_point(state="pruned", settings={"retention_days": 0.000001})
     assert not result.get("failed"), result
     kept = [p for p in points(host) if p.endswith("-daily")]
     assert kept == locally[-2:]
     kept_remote = sorted(
-        {k.split("/")[2] for k in s3.keys("site/points/") if k.endswith("-daily/manifest.json.enc")}
+        {
+            k.split("/")[2]
+            for k in s3.listing("site/points/")
+            if k.endswith("-daily/manifest.json.enc")
+        }
     )
     assert kept_remote == remote[-2:]
     assert_all_verify(host)
