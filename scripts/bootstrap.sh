@@ -58,9 +58,10 @@ if ! docker info > /dev/null 2>&1; then
   docker info > /dev/null 2>&1 || die "the Docker engine did not start (see /var/log/ytempire-dockerd.log)"
 fi
 
-# The test suite's linters of shell scripts (tests/test_gpu_check.py runs it).
+# The test suite's linters: shellcheck of shell scripts (tests/test_gpu_check.py
+# runs it), promtool (Debian's prometheus) of the metrics files the roles write.
 case ",$extras," in
-  *,dev,*) apt_install shellcheck ;;
+  *,dev,*) apt_install shellcheck prometheus ;;
 esac
 
 # Host packages the app's tests need (PostgreSQL, Redis, ffmpeg, espeak-ng).

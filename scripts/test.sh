@@ -27,16 +27,31 @@ lint() {
 # host (--dist loadscope), so a module's fixtures are built once.
 pytest_repo() { pytest -n "${PYTEST_WORKERS:-2}" --dist loadscope tests; }
 pytest_app() { pytest app/tests; }
+# The scenarios run side by side, MOLECULE_JOBS at a time (2: the focused
+# ones spend their time in package installs and image loads, which overlap the
+# site scenario's converge well on two cores). Each line is prefixed with its
+# scenario; the image scripts the scenarios call lock per archive.
 scenario_report=""
 molecule_all() {
-  local scenario failed=0 start result
+  local scenario failed=0 rc took logs
   local scenarios=${MOLECULE_SCENARIOS:-$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done)}
+  logs=$(mktemp -d)
   for scenario in $scenarios; do
+    while [ "$(jobs -rp | wc -l)" -ge "${MOLECULE_JOBS:-2}" ]; do wait -n || true; done
     echo "--- molecule test -s $scenario (${MOLECULE_DISTRO:-debian12})"
-    start=$SECONDS
-    if molecule test -s "$scenario"; then result=passed; else result=FAILED; failed=1; fi
-    scenario_report+=$(printf '  %-7s %-7s %4ss' "$scenario" "$result" "$((SECONDS - start))")$'\n'
+    (
+      start=$SECONDS
+      molecule test -s "$scenario" 2>&1 | sed -u "s/^/[$scenario] /"
+      echo "${PIPESTATUS[0]} $((SECONDS - start))" > "$logs/$scenario"
+    ) &
   done
+  wait
+  for scenario in $scenarios; do
+    read -r rc took < "$logs/$scenario" || { rc=1 took=0; }
+    if [ "$rc" -eq 0 ]; then result=passed; else result=FAILED; failed=1; fi
+    scenario_report+=$(printf '  %-7s %-7s %4ss' "$scenario" "$result" "$took")$'\n'
+  done
+  rm -rf "$logs"
   return $failed
 }
 
