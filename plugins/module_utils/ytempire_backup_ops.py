@@ -519,7 +519,8 @@ def tar_paths(config: dict, paths: list[str], path: str, level: int) -> dict:
     present = [p for p in paths if os.path.lexists(p)]
     if not present:
         raise BackupError(f"none of {', '.join(paths)} exists")
-    argv = ["tar", "--create", "--file=-", "--directory=/", "--acls", "--xattrs", "--numeric-owner"]
+    # Owners by name (and number): a restore on another host maps them to its own users.
+    argv = ["tar", "--create", "--file=-", "--directory=/", "--acls", "--xattrs"]
     argv += [f"--exclude={pattern}" for pattern in config["files_exclude"]]
     argv += [p.lstrip("/") for p in present]
     pipeline([argv, core.zstd_compress_argv(level)], path)
@@ -1457,7 +1458,6 @@ def restore_files(config: dict, point: Point, part: str, destination: str = "/")
                 f"--directory={destination}",
                 "--acls",
                 "--xattrs",
-                "--numeric-owner",
             ],
         ],
         stdin_path=os.path.join(point.path, core.ARTIFACT_FILES[part]),
