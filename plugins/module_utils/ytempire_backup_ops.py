@@ -260,8 +260,11 @@ def pg_env(config: dict) -> dict:
     return {**os.environ, "PGPASSWORD": str(config["db"]["password"])}
 
 
-def pg_exec(config: dict, argv: list[str], interactive: bool = False) -> list[str]:
-    """``argv`` run in the postgres container as its user, with the password from the config."""
+def pg_exec(
+    config: dict, argv: list[str], interactive: bool = False, target: str | None = None
+) -> list[str]:
+    """``argv`` run as postgres in the platform's PostgreSQL container (or the
+    container ``target``, the drill's), with the password from the config."""
     flags = ["-i"] if interactive else []
     return [
         "docker",
@@ -271,18 +274,25 @@ def pg_exec(config: dict, argv: list[str], interactive: bool = False) -> list[st
         "PGPASSWORD",
         "-u",
         "postgres",
-        container(config, "postgres"),
+        target or container(config, "postgres"),
         *argv,
     ]
 
 
-def psql(config: dict, sql: str, dbname: str | None = None) -> str:
-    """One statement's unaligned output."""
+def psql(
+    config: dict,
+    sql: str,
+    dbname: str | None = None,
+    target: str | None = None,
+    check: bool = True,
+) -> str:
+    """One statement's unaligned output (in the live server, or the container ``target``)."""
     db = config["db"]
     argv = pg_exec(
         config,
         [
             "psql",
+            "-X",
             "-h",
             "127.0.0.1",
             "-U",
@@ -296,8 +306,9 @@ def psql(config: dict, sql: str, dbname: str | None = None) -> str:
             "-c",
             sql,
         ],
+        target=target,
     )
-    return run(argv, env=pg_env(config)).stdout.decode().strip()
+    return run(argv, env=pg_env(config), check=check).stdout.decode().strip()
 
 
 def redis_cli(config: dict, *args: str) -> str:
@@ -1166,30 +1177,9 @@ def count_rows(config: dict, dbname: str, exec_in: str | None = None) -> dict[st
         "schemaname || '.' || tablename, schemaname, tablename) FROM pg_tables "
         "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1 \\gexec"
     )
-    target = exec_in or container(config, "postgres")
-    argv = [
-        "docker",
-        "exec",
-        "-i",
-        "-e",
-        "PGPASSWORD",
-        "-u",
-        "postgres",
-        target,
-        "psql",
-        "-X",
-        "-q",
-        "-At",
-        "-h",
-        "127.0.0.1",
-        "-U",
-        db["user"],
-        "-d",
-        dbname,
-        "--no-password",
-        "-v",
-        "ON_ERROR_STOP=1",
-    ]
+    psql_argv = ["psql", "-X", "-q", "-At", "-h", "127.0.0.1", "-U", db["user"], "-d", dbname,
+                 "--no-password", "-v", "ON_ERROR_STOP=1"]  # fmt: skip
+    argv = pg_exec(config, psql_argv, interactive=True, target=exec_in)
     return parse_counts(run(argv, input=sql.encode(), env=pg_env(config)).stdout.decode())
 
 
@@ -1551,31 +1541,7 @@ def drill(config: dict, point_id: str | None = None, objectives: dict | None = N
         dump = stage(config, point, "postgres", "dump")
         try:
             db = config["db"]["name"]
-            run(
-                [
-                    "docker",
-                    "exec",
-                    "-e",
-                    "PGPASSWORD",
-                    "-u",
-                    "postgres",
-                    drill_pg,
-                    "psql",
-                    "-X",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    config["db"]["user"],
-                    "-d",
-                    "postgres",
-                    "--no-password",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-c",
-                    f"CREATE DATABASE {ident(db)} TEMPLATE template0",
-                ],
-                env=pg_env(config),
-            )
+            psql(config, f"CREATE DATABASE {ident(db)} TEMPLATE template0", "postgres", drill_pg)
             pg_restore_file(
                 config,
                 dump,
@@ -1590,32 +1556,9 @@ def drill(config: dict, point_id: str | None = None, objectives: dict | None = N
         found = count_rows(config, db, exec_in=drill_pg)
         problems = check_rows(artifact.get("rows", {}), found)
         sentinel = point.manifest.get("sentinel", {})
-        seen = run(
-            [
-                "docker",
-                "exec",
-                "-e",
-                "PGPASSWORD",
-                "-u",
-                "postgres",
-                drill_pg,
-                "psql",
-                "-X",
-                "-At",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                config["db"]["user"],
-                "-d",
-                db,
-                "--no-password",
-                "-c",
-                f"SELECT count(*) FROM {SENTINEL_TABLE} WHERE point_id = {literal(point.id)}",  # noqa: S608,
-            ],
-            env=pg_env(config),
-            check=False,
-        )
-        if seen.stdout.decode().strip() != "1":
+        sentinel_sql = f"SELECT count(*) FROM {SENTINEL_TABLE} WHERE point_id = {literal(point.id)}"  # noqa: S608
+        seen = psql(config, sentinel_sql, db, drill_pg, check=False)
+        if seen != "1":
             problems.append(f"the sentinel row of {point.id} is not in the restored database")
         drill_redis = (
             run([*compose, "ps", "--quiet", "redis"], env=pg_env(config)).stdout.decode().strip()

@@ -5,7 +5,6 @@ input through Ansible before it touches anything, and its documentation. The
 switch itself runs against the real platform in the site scenario
 (molecule/site/tests/test_deploy.py)."""
 
-import importlib.util
 import io
 import json
 import os
@@ -21,22 +20,15 @@ from ansible.template import Templar, trust_as_template
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.plugins.ansible_doc import ansible_doc
+from tests.plugins.loader import load
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE = shutil.which("ansible", path=str(Path(sys.executable).parent)) or shutil.which("ansible")
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # module_utils is imported by the module as ansible.module_utils.blue_green.
-bg = _load("ansible.module_utils.blue_green", ROOT / "plugins/module_utils/blue_green.py")
-module = _load("blue_green_module", ROOT / "plugins/modules/blue_green.py")
+bg = load("ansible.module_utils.blue_green", ROOT / "plugins/module_utils/blue_green.py")
+module = load("blue_green_module", ROOT / "plugins/modules/blue_green.py")
 PORTS = {"green": 8081, "blue": 8082}
 
 

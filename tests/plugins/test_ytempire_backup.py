@@ -13,13 +13,11 @@ import datetime as dt
 import functools
 import hashlib
 import http.server
-import importlib.util
 import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.plugins.ansible_doc import ansible_doc
+from tests.plugins.loader import load
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests/plugins/data/ytempire_backup"
@@ -35,17 +34,9 @@ PROMTOOL = shutil.which("promtool")
 PG_RESTORE = shutil.which("pg_restore")
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # As Ansible ships them: the operations import ansible.module_utils.ytempire_backup.
-_load("ansible.module_utils.ytempire_backup", ROOT / "plugins/module_utils/ytempire_backup.py")
-ops = _load(
+load("ansible.module_utils.ytempire_backup", ROOT / "plugins/module_utils/ytempire_backup.py")
+ops = load(
     "ansible.module_utils.ytempire_backup_ops", ROOT / "plugins/module_utils/ytempire_backup_ops.py"
 )
 core = ops.core  # the very module the operations use (another test file may load its own)

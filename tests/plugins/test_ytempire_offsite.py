@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import importlib.util
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,24 +14,17 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from tests.plugins.loader import load
 from tests.support.s3server import FaultProxy, MotoServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # As Ansible ships them: ytempire_offsite imports ansible.module_utils.ytempire_backup.
-backup = _load(
+backup = load(
     "ansible.module_utils.ytempire_backup", ROOT / "plugins/module_utils/ytempire_backup.py"
 )
-offsite = _load(
+offsite = load(
     "ansible.module_utils.ytempire_offsite", ROOT / "plugins/module_utils/ytempire_offsite.py"
 )
 Artifact, build_manifest = backup.Artifact, backup.build_manifest
