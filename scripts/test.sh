@@ -31,8 +31,12 @@ pytest_app() { pytest app/tests; }
 # ones spend their time in package installs and image loads, which overlap the
 # site scenario's converge well on two cores). Each line is prefixed with its
 # scenario; the image scripts the scenarios call lock per archive.
+# DOCKER_TIMEOUT: removing a container whose volume holds a nested engine's
+# images takes the engine past community.docker's 60 s default on a busy
+# 2-core machine (the destroy step failed so after the site scenario).
 scenario_report=""
 molecule_all() {
+  export DOCKER_TIMEOUT=${DOCKER_TIMEOUT:-600}
   local scenario failed=0 rc took logs
   local scenarios=${MOLECULE_SCENARIOS:-$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done)}
   logs=$(mktemp -d)
@@ -41,7 +45,7 @@ molecule_all() {
     echo "--- molecule test -s $scenario (${MOLECULE_DISTRO:-debian12})"
     (
       start=$SECONDS
-      molecule test -s "$scenario" 2>&1 | sed -u "s/^/[$scenario] /"
+      molecule test -s "$scenario" 2>&1 | tee "$logs/$scenario.log" | sed -u "s/^/[$scenario] /"
       echo "${PIPESTATUS[0]} $((SECONDS - start))" > "$logs/$scenario"
     ) &
   done
@@ -50,6 +54,13 @@ molecule_all() {
     read -r rc took < "$logs/$scenario" || { rc=1 took=0; }
     if [ "$rc" -eq 0 ]; then result=passed; else result=FAILED; failed=1; fi
     scenario_report+=$(printf '  %-7s %-7s %4ss' "$scenario" "$result" "$took")$'\n'
+    # Interleaved output buries a scenario's failure far from the end: repeat
+    # its failing lines here, where the last screen of the run shows them.
+    if [ "$rc" -ne 0 ]; then
+      echo "--- why $scenario failed (its first failing lines)"
+      grep -E '^(fatal|failed): |^FAILED |^E   |CRITICAL|Executed: Failed' "$logs/$scenario.log" |
+        grep -v RETRYING | head -25 | cut -c1-400 | sed "s/^/[$scenario] /"
+    fi
   done
   rm -rf "$logs"
   return $failed
