@@ -157,6 +157,9 @@ def write_file_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        # The mode itself, whatever the umask (a timer's UMask=0077 made the
+        # textfile metrics unreadable to the node exporter).
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
