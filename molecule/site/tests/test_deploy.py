@@ -219,11 +219,13 @@ def assert_one_color_serves(host, color: str) -> None:
 
 
 def api_container(host, color: str, field: str) -> str:
-    """A docker inspect field of the color's API container (.Image, .Config.Image)."""
-    return host.check_output(
-        f"docker inspect --format '{{{{{field}}}}}' $(docker ps -q --filter"
-        f" label=com.docker.compose.service=api-{color})"
-    )
+    """A docker inspect field of the color's running API container (.Image,
+    .Config.Image), or "" while it has none (Compose may be recreating it)."""
+    ids = host.check_output(f"docker ps -q --filter label=com.docker.compose.service=api-{color}")
+    if not ids:
+        return ""
+    found = host.run(f"docker inspect --format '{{{{{field}}}}}' {ids.split()[0]}")
+    return found.stdout.strip() if found.rc == 0 else ""
 
 
 def lock_holder(host) -> str:
