@@ -79,3 +79,24 @@ def test_an_unreachable_database_is_a_clear_error() -> None:
     dead = Database(f"postgresql://u@127.0.0.1:{free_port()}/x", connect_timeout=1)
     with pytest.raises(DatabaseError, match="cannot connect to PostgreSQL"):
         dead.ping()
+
+
+def test_the_oldest_queued_and_running_jobs_give_their_age(db: Database) -> None:
+    queued, running = new_job(db), new_job(db)
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE video_jobs SET created_at = now() - interval '10 minutes' WHERE id = %s",
+            (str(queued),),
+        )
+    assert db.claim_job(running, "w1", stale_seconds=60, max_attempts=3)
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE video_jobs SET started_at = now() - interval '2 minutes' WHERE id = %s",
+            (str(running),),
+        )
+    age = db.video_metrics(3600).oldest_age
+    assert 600 <= age["queued"] < 660, age
+    assert 120 <= age["running"] < 180, age
+    for job_id in (queued, running):
+        with db.connection() as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM video_jobs WHERE id = %s", (str(job_id),))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
@@ -116,6 +116,8 @@ class VideoMetrics:
     counters: dict[tuple[str, str], int]
     recent_costs: list[tuple[str, float]]
     in_flight: dict[str, int]
+    # Seconds since the oldest queued job was created and the oldest running one started.
+    oldest_age: dict[str, float] = field(default_factory=dict)
 
 
 class Database:
@@ -347,12 +349,17 @@ class Database:
             )
             costs = [(str(job_id), float(cost or 0.0)) for job_id, cost in cur.fetchall()]
             cur.execute(
-                "SELECT status, count(*) FROM video_jobs"
-                " WHERE status IN ('queued', 'running') GROUP BY status"
+                "SELECT status, count(*),"
+                " extract(epoch FROM now() - min(CASE status WHEN 'running'"
+                " THEN COALESCE(started_at, created_at) ELSE created_at END))"
+                " FROM video_jobs WHERE status IN ('queued', 'running') GROUP BY status"
             )
             in_flight = {"queued": 0, "running": 0}
-            in_flight.update({status: int(n) for status, n in cur.fetchall()})
-        return VideoMetrics(counters, costs, in_flight)
+            oldest_age = {"queued": 0.0, "running": 0.0}
+            for status, n, age in cur.fetchall():
+                in_flight[status] = int(n)
+                oldest_age[status] = max(float(age or 0.0), 0.0)
+        return VideoMetrics(counters, costs, in_flight, oldest_age)
 
 
 def _one_line(exc: BaseException) -> str:

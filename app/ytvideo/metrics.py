@@ -121,3 +121,13 @@ class VideoMetricsCollector(Collector):
         for status, count in sorted(data.in_flight.items()):
             jobs.add_metric([status], count)
         yield jobs
+
+        age = GaugeMetricFamily(
+            "ytvideo_oldest_job_age_seconds",
+            "Age of the oldest queued job (since it was created) and of the oldest running"
+            " one (since it started); 0 when there is none",
+            labels=["status"],
+        )
+        for status, seconds in sorted(data.oldest_age.items()):
+            age.add_metric([status], seconds)
+        yield age
