@@ -4,6 +4,7 @@
 # its images (docker_image_archives loads them).
 #
 #   molecule/images/stack-images.sh [postgres] [redis] [ytvideo] [frontend] [n8n]
+#                                   [postgres-exporter] [redis-exporter]
 #
 # Prints the archives' paths, one per line, always in the order above (all of
 # them without arguments, else the ones named):
@@ -13,6 +14,8 @@
 #   stack-ytvideo.tar   ytempire/ytvideo:latest   app/build-image.sh on the systemd base (CPU torch)
 #   stack-frontend.tar  ytempire/frontend:latest  frontend/ on nginx, port 3000
 #   stack-n8n.tar       ytempire/n8n:1            n8n 1.x from npm on Debian 13's Node 20
+#   stack-postgres-exporter.tar  ytempire/postgres-exporter:0.11  Debian's, like postgres-exporter
+#   stack-redis-exporter.tar     ytempire/redis-exporter:1.45     Debian's, like redis_exporter
 #
 # Images are FROM the local systemd bases (molecule/images/build.sh), their
 # Dockerfiles and entrypoints in molecule/images/stack/<name>/. Each archive is
@@ -31,7 +34,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 self=$here/$(basename "${BASH_SOURCE[0]}")
 cache=${YTEMPIRE_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ytempire/images}
-all=(postgres redis ytvideo frontend n8n)
+all=(postgres redis ytvideo frontend n8n postgres-exporter redis-exporter)
 
 # Progress goes to stderr: stdout is the list of archives.
 say() { echo "stack-images.sh: $*" >&2; }
@@ -45,6 +48,8 @@ tag_of() {
     ytvideo) echo ytempire/ytvideo:latest ;;
     frontend) echo ytempire/frontend:latest ;;
     n8n) echo ytempire/n8n:1 ;;
+    postgres-exporter) echo ytempire/postgres-exporter:0.11 ;;
+    redis-exporter) echo ytempire/redis-exporter:1.45 ;;
   esac
 }
 

@@ -32,6 +32,8 @@ TAGS = {
     "ytvideo": "ytempire/ytvideo:latest",
     "frontend": "ytempire/frontend:latest",
     "n8n": "ytempire/n8n:1",
+    "postgres-exporter": "ytempire/postgres-exporter:0.11",
+    "redis-exporter": "ytempire/redis-exporter:1.45",
 }
 
 
