@@ -58,10 +58,16 @@ if ! docker info > /dev/null 2>&1; then
   docker info > /dev/null 2>&1 || die "the Docker engine did not start (see /var/log/ytempire-dockerd.log)"
 fi
 
-# The test suite's linters: shellcheck of shell scripts (tests/test_gpu_check.py
-# runs it), promtool (Debian's prometheus) of the metrics files the roles write.
+# The controller's checkers of the monitoring's files: promtool and amtool
+# (Debian's prometheus and prometheus-alertmanager; no service is started
+# here). The monitoring role's preflight checks the rules and configurations
+# with them before anything on the server changes; the tests check the
+# metrics files the roles write.
+apt_install prometheus prometheus-alertmanager
+
+# The test suite's linters: shellcheck of shell scripts (tests/test_gpu_check.py runs it).
 case ",$extras," in
-  *,dev,*) apt_install shellcheck prometheus ;;
+  *,dev,*) apt_install shellcheck ;;
 esac
 
 # Host packages the app's tests need (PostgreSQL, Redis, ffmpeg, espeak-ng).

@@ -18,8 +18,8 @@ shell_scripts() { git ls-files -z '*.sh' .ci/run; }
 lint() {
   yamllint --strict . &&
   ansible-lint &&
-  ruff check . &&
-  ruff format --check . &&
+  ruff check . roles/monitoring/files/ytempire-resource-exporter &&
+  ruff format --check . roles/monitoring/files/ytempire-resource-exporter &&
   shell_scripts | xargs -0 shellcheck &&
   ansible-playbook --syntax-check site.yml playbooks/*.yml
 }
@@ -59,7 +59,7 @@ molecule_all() {
     if [ "$rc" -ne 0 ]; then
       echo "--- why $scenario failed (its first failing lines)"
       grep -E '^(fatal|failed): |^FAILED |^E   |CRITICAL|Executed: Failed' "$logs/$scenario.log" |
-        grep -v RETRYING | head -25 | cut -c1-400 | sed "s/^/[$scenario] /"
+        grep -v -e RETRYING -e "default/molecule.yml' glob failed" | head -25 | cut -c1-400 | sed "s/^/[$scenario] /"
     fi
   done
   rm -rf "$logs"

@@ -16,6 +16,7 @@ CASES = {
     "stack": ("stack_worker_stop_grace_seconds", "ten minutes", "int"),
     "nginx": ("nginx_https_port", "https", "int"),
     "backup": ("backup_minimum_redundancy", "two", "int"),
+    "monitoring": ("monitoring_log_rotate_days", "a week", "int"),
 }
 
 

@@ -34,6 +34,9 @@ TEST_SECRETS = {
     "ytempire_elevenlabs_api_key": "",
     "ytempire_youtube_client_id": "",
     "ytempire_youtube_client_secret": "",
+    # The monitoring's receivers (its default: Slack and PagerDuty).
+    "ytempire_slack_webhook_url": "https://hooks.slack.invalid/services/pytest",
+    "ytempire_pagerduty_routing_key": "pytest-pagerduty-routing-key",
 }
 # What a test host's inventory says (its group_vars/ytempire): the machine's
 # settings and the secrets. Test hosts never start the platform, so its images

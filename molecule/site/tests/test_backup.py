@@ -8,13 +8,13 @@ still verifying. The module leaves the platform serving, with its data.
 
 from __future__ import annotations
 
-import http.server
 import json
 import shlex
-import threading
 import time
 
 import pytest
+
+from tests.support.webhook import webhook_receiver
 
 testinfra_hosts = ["ansible://ytempire"]
 
@@ -230,21 +230,8 @@ def test_a_failing_dump_leaves_nothing_and_runs_no_retention(
 def webhook(host):
     """An HTTP server on the controller that records what is posted to it: (url, bodies)."""
     gateway = host.check_output("ip -4 route show default").split()[2]
-    bodies: list[dict] = []
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802  http.server's name
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Hook)  # noqa: S104  the containers' bridge
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://{gateway}:{server.server_address[1]}/services/T0/B0/test", bodies
-    server.shutdown()
+    with webhook_receiver() as (port, bodies):
+        yield f"http://{gateway}:{port}/services/T0/B0/test", bodies
 
 
 def test_a_failure_is_posted_to_slack_and_a_failed_post_only_warns(host, daily, backup, webhook):

@@ -34,7 +34,10 @@ SERVICES = {
 # Ports a scan from outside may find open (ops guide §1.2).
 PUBLIC_PORTS = {22, 80, 443, 8080}
 # Ports that must be filtered: the stack's (published on 127.0.0.1 only) and monitoring's.
-INTERNAL_PORTS = (5432, 6379, 3000, 5678, 8081, 8082, 9090, 9093, 9100, 9121, 9187, 9323, 3001)
+INTERNAL_PORTS = (
+    *(5432, 6379, 3000, 5678, 8081, 8082, 9090, 9091, 9093, 9094, 9100, 9115, 9121, 9187),
+    *(9323, 9417, 3001),
+)
 VIDEO = {"title": "Site test", "script": "One short line.", "resolution": "320x180", "duration": 2}
 
 
