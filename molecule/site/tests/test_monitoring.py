@@ -188,7 +188,8 @@ def test_postgres_down_reaches_slack_and_resolves(host, slack):
         lambda: [
             b for b in slack if "PostgresDown" in json.dumps(b) and "RESOLVED" in json.dumps(b)
         ],
-        timeout=30 + 30 + 10 + 300 + 30,  # resolution waits for a group_interval
+        # A scrape, an evaluation, then the group's interval (the scenario's 1m).
+        timeout=30 + 30 + 60 + 30,
     )
     wait_for(
         "the API answering through nginx again",
