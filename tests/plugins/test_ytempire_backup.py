@@ -1370,3 +1370,15 @@ def test_ansible_doc_renders_database_restore():
     assert options["parts"]["choices"] == list(ops.RESTORE_PARTS)
     assert options["point"]["default"] == "latest"
     assert "restore" in doc["return"]
+
+
+def test_an_atomic_write_has_its_mode_whatever_the_umask(tmp_path):
+    # The timers run with UMask=0077; the node exporter must still read the metrics.
+    path = tmp_path / "ytempire_backup.prom"
+    old = os.umask(0o077)
+    try:
+        core.write_file_atomic(str(path), b"ytempire_backup_last_size_bytes 1\n", mode=0o644)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.read_bytes() == b"ytempire_backup_last_size_bytes 1\n"
