@@ -87,4 +87,7 @@ if [ "$(cat "$venv/.ytempire-stamp" 2>/dev/null)" != "$stamp" ]; then
   "$venv/bin/python" -m pip install -q "$spec"
   echo "$stamp" > "$venv/.ytempire-stamp"
 fi
-log "ready: $("$venv/bin/ansible" --version | head -n 1), $(docker version -f 'Docker {{.Server.Version}}')"
+# The whole output, then its first line: `| head` closes the pipe early and a
+# cold ansible prints a BrokenPipeError traceback.
+ansible_version=$("$venv/bin/ansible" --version)
+log "ready: ${ansible_version%%$'\n'*}, $(docker version -f 'Docker {{.Server.Version}}')"
