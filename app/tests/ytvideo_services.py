@@ -26,6 +26,10 @@ import psycopg2
 import redis
 
 APP_DIR = Path(__file__).resolve().parents[1]
+# The test stacks' secret and admin account (never a real secret).
+TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789abcdef"  # noqa: S105
+ADMIN_USERNAME = "admin"
+ADMIN_PASSWORD = "test-admin-password"  # noqa: S105
 REPO_DIR = APP_DIR.parent
 
 
@@ -288,6 +292,9 @@ class Stack:
             "VIDEO_QUEUE": name,
             "OPENAI_API_KEY": "",
             "ELEVENLABS_API_KEY": "",
+            "JWT_SECRET": TEST_JWT_SECRET,
+            "API_ADMIN_USERNAME": ADMIN_USERNAME,
+            "API_ADMIN_PASSWORD": ADMIN_PASSWORD,
             **env,
         }
         self.api = AppProcess("api", self.env, base / "api.log")
@@ -297,7 +304,7 @@ class Stack:
     def logs(self) -> str:
         return "\n".join([self.api.output()] + [w.output() for w in self.workers])
 
-    def start_api(self) -> None:
+    def start_api(self, log_in: bool = True) -> None:
         self.api.start()
         wait_for(
             f"{self.name} API /health/live",
@@ -305,10 +312,21 @@ class Stack:
             60,
             self.logs,
         )
+        if log_in:
+            self.client.headers["authorization"] = f"Bearer {self.login()}"
 
-    def start_worker(self) -> AppProcess:
+    def login(self, username: str = ADMIN_USERNAME, password: str = ADMIN_PASSWORD) -> str:
+        """A token from POST /api/auth/login (the admin's by default)."""
+        answer = self.client.post(
+            "/api/auth/login", json={"username": username, "password": password}
+        )
+        assert answer.status_code == 200, f"{answer.status_code} {answer.text}\n{self.logs()}"
+        return answer.json()["access_token"]
+
+    def start_worker(self, **env: str) -> AppProcess:
+        """A worker with the stack's environment, and ``env`` over it."""
         log = self.base / f"worker-{len(self.workers) + 1}.log"
-        worker = AppProcess("worker", self.env, log)
+        worker = AppProcess("worker", {**self.env, **env}, log)
         self.workers.append(worker)
         worker.start()
         wait_for(f"{self.name} worker ready", lambda: " ready." in worker.output(), 120, self.logs)
@@ -369,11 +387,14 @@ def docker_available() -> tuple[bool, str]:
 
 
 __all__ = [
+    "ADMIN_PASSWORD",
+    "ADMIN_USERNAME",
     "APP_DIR",
     "REPO_DIR",
     "AppProcess",
     "PostgresServer",
     "RedisServer",
+    "TEST_JWT_SECRET",
     "Stack",
     "docker_available",
     "ffprobe",

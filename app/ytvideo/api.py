@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import health
+from . import cost, health
+from .auth import (
+    AuthError,
+    RateLimited,
+    RateLimiter,
+    User,
+    current_for,
+    dummy_verify,
+    issue_token,
+    read_token,
+    verify_password,
+)
 from .config import Settings
 from .db import Database, DatabaseError, NewJob
 from .metrics import HttpMetrics, HttpMetricsMiddleware, VideoMetricsCollector
+from .migrate import MigrationError
 from .queue import QueueError, enqueue_render, make_celery
 from .schemas import GenerateRequest, RequestProblems, validate_request
 
@@ -111,6 +125,7 @@ def _job_document(row: dict[str, Any]) -> dict[str, Any]:
         ),
         "cost_dollars": row["cost_dollars"],
         "cost_breakdown": row["cost_breakdown"],
+        "estimated_cost_dollars": row.get("estimated_cost_dollars"),
         "output_path": row["output_path"] if done else None,
         "output_url": f"/api/videos/{job_id}/file" if done else None,
         "encoder": row["encoder"],
@@ -145,18 +160,55 @@ class DeploymentColorMiddleware:
         await self.app(scope, receive, send_with_color)
 
 
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+def _client_in(
+    request: Request, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def _problem(status: int, detail: str, **headers: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail}, headers=headers or None)
+
+
+def _authenticated(request: Request) -> User:
+    """The request's user (create_app's check, kept on the app's state)."""
+    return request.app.state.authenticate(request)
+
+
+# At module level, so the string annotations (from __future__) resolve.
+CurrentUser = Annotated[User, Depends(_authenticated)]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    settings.check_api()
     db = Database(settings.database_url, settings.check_timeout_seconds)
     celery = make_celery(settings)
+    limiter = RateLimiter(settings)
     registry = CollectorRegistry()
     http_metrics = HttpMetrics(registry)
     registry.register(VideoMetricsCollector(db, settings.cost_metric_window_seconds))
+    metrics_networks = [ipaddress.ip_network(n) for n in settings.metrics_allowed_networks]
     schema = {"ready": False}
 
     def ensure_schema() -> None:
         if not schema["ready"]:
             db.ensure_schema()
+            if settings.admin_username:
+                done = db.ensure_user(settings.admin_username, settings.admin_password)
+                log.info("admin account %s: %s", settings.admin_username, done)
             schema["ready"] = True
 
     @asynccontextmanager
@@ -164,8 +216,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             ensure_schema()
         except DatabaseError as exc:
-            log.warning("schema not created at startup, will retry on first use: %s", exc)
+            log.warning("schema not migrated at startup, will retry on first use: %s", exc)
         yield
+        db.close()
 
     app = FastAPI(title="ytvideo", version="1.0.0", lifespan=lifespan)
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_request_bytes)
@@ -187,8 +240,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.exception_handler(DatabaseError)
-    async def database_down(_: Request, exc: DatabaseError) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": f"database unavailable: {exc}"})
+    async def database_down(request: Request, exc: DatabaseError) -> JSONResponse:
+        # The detail (statements, constraint names, hosts) goes to the log, not to clients.
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return _problem(503, "the job store is unavailable; retry later")
+
+    @app.exception_handler(MigrationError)
+    async def schema_refused(request: Request, exc: MigrationError) -> JSONResponse:
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return _problem(503, "the job store's schema is not ready; the operator is told why")
+
+    @app.exception_handler(AuthError)
+    async def unauthorized(_: Request, exc: AuthError) -> JSONResponse:
+        return _problem(401, str(exc), **{"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(RateLimited)
+    async def too_many(_: Request, exc: RateLimited) -> JSONResponse:
+        return _problem(429, str(exc), **{"Retry-After": str(exc.retry_after)})
+
+    def authenticated(request: Request) -> User:
+        """The request's user: a valid token of an enabled account, under its rate limit."""
+        claims = read_token(settings, request.headers.get("authorization"))
+        ensure_schema()
+        found = db.find_user(user_id=int(claims["sub"]))
+        user = current_for(claims, found[0] if found else None)
+        limiter.check(f"user:{user.id}", user.rate_limit_per_minute)
+        return user
 
     @app.get("/health")
     def health_check() -> JSONResponse:
@@ -206,18 +283,55 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     if settings.prometheus_enabled:
 
-        @app.get("/metrics")
-        def metrics() -> Response:
+        @app.get("/metrics", response_model=None)
+        def metrics(request: Request) -> Response:
+            if not _client_in(request, metrics_networks):
+                return _problem(403, "/metrics is for the monitoring network only")
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.post("/api/auth/login")
+    def login(body: LoginRequest) -> JSONResponse:
+        # Failed attempts are limited per account name, before the hash is computed.
+        limiter.check(f"login:{body.username.lower()}", settings.login_attempts_per_minute)
+        ensure_schema()
+        found = db.find_user(username=body.username.lower())
+        if found is None:
+            dummy_verify(body.password)
+            raise AuthError("wrong username or password")
+        user, stored = found
+        if not verify_password(body.password, stored):
+            raise AuthError("wrong username or password")
+        return JSONResponse(
+            content={
+                "access_token": issue_token(settings, user),
+                "token_type": "bearer",
+                "expires_in": settings.jwt_expiry_seconds,
+            }
+        )
+
     @app.post("/api/videos/generate", status_code=202)
-    def generate(body: GenerateRequest) -> JSONResponse:
+    def generate(body: GenerateRequest, user: CurrentUser, dry_run: bool = False) -> JSONResponse:
         try:
             req = validate_request(body, settings)
         except RequestProblems as exc:
             return JSONResponse(
                 status_code=422, content={"detail": "invalid request", "errors": exc.problems}
             )
+        estimate = cost.estimate(
+            settings, req.title, req.script, req.width, req.height, req.duration_seconds
+        )
+        if estimate["total_dollars"] > settings.cost_cap_dollars:
+            return JSONResponse(
+                status_code=422,
+                content={
+                    "detail": f"the estimated cost ${estimate['total_dollars']:.2f} is over the "
+                    f"cap of ${settings.cost_cap_dollars:.2f} a video (COST_CAP_DOLLARS)",
+                    "estimate": estimate,
+                    "errors": [{"field": "script", "message": "the video would cost too much"}],
+                },
+            )
+        if dry_run:  # validated and estimated; nothing stored or queued
+            return JSONResponse(status_code=200, content={"dry_run": True, "estimate": estimate})
         ensure_schema()
         job = NewJob(
             uuid.uuid4(),
@@ -228,6 +342,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             req.duration_seconds,
             req.fps,
             settings.queue_name,
+            user_id=user.id,
+            estimated_cost_dollars=estimate["total_dollars"],
         )
         db.insert_job(job, req.images)
         try:
@@ -235,42 +351,53 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except QueueError as exc:
             db.delete_job(job.id)  # no message, no job: the client may retry
             log.error("%s", exc)
-            return JSONResponse(status_code=503, content={"detail": str(exc)})
+            return _problem(503, "the queue is unavailable; retry later")
         return JSONResponse(
             status_code=202,
-            content={"id": str(job.id), "status": "queued", "status_url": f"/api/videos/{job.id}"},
+            content={
+                "id": str(job.id),
+                "status": "queued",
+                "status_url": f"/api/videos/{job.id}",
+                "estimate": estimate,
+            },
         )
 
+    @app.get("/api/videos")
+    def list_videos(user: CurrentUser, limit: int = 50) -> JSONResponse:
+        rows = db.list_jobs(user.id, max(1, min(limit, 200)))
+        return JSONResponse(content={"videos": [_job_document(r) for r in rows]})
+
     @app.get("/api/videos/{video_id}")
-    def get_video(video_id: uuid.UUID) -> JSONResponse:
-        ensure_schema()
-        row = db.get_job(video_id)
+    def get_video(video_id: uuid.UUID, user: CurrentUser) -> JSONResponse:
+        row = db.get_job(video_id, user.id)
         if row is None:
-            return JSONResponse(
-                status_code=404, content={"detail": f"no video job with id {video_id}"}
-            )
+            return _problem(404, f"no video job with id {video_id}")
         return JSONResponse(content=_job_document(row))
 
+    @app.post("/api/videos/{video_id}/cancel")
+    def cancel_video(video_id: uuid.UUID, user: CurrentUser) -> JSONResponse:
+        cancelled, status = db.cancel_job(video_id, user.id)
+        if status is None:
+            return _problem(404, f"no video job with id {video_id}")
+        if not cancelled:
+            return _problem(
+                409, f"video {video_id} is {status}; only queued or running jobs cancel"
+            )
+        return JSONResponse(content={"id": str(video_id), "status": status})
+
     @app.get("/api/videos/{video_id}/file", response_model=None)
-    def get_video_file(video_id: uuid.UUID) -> Response:
-        ensure_schema()
-        row = db.get_job(video_id)
+    def get_video_file(video_id: uuid.UUID, user: CurrentUser) -> Response:
+        row = db.get_job(video_id, user.id)
         if row is None:
-            return JSONResponse(
-                status_code=404, content={"detail": f"no video job with id {video_id}"}
-            )
+            return _problem(404, f"no video job with id {video_id}")
         if row["status"] != "completed":
-            return JSONResponse(
-                status_code=409,
-                content={"detail": f"video {video_id} is {row['status']}, not completed"},
-            )
+            return _problem(409, f"video {video_id} is {row['status']}, not completed")
         path = Path(row["output_path"])
         if not path.is_file():
-            return JSONResponse(
-                status_code=410, content={"detail": f"video {video_id} is no longer at {path}"}
-            )
+            return _problem(410, f"video {video_id} is no longer available")
         return FileResponse(path, media_type="video/mp4", filename=f"{video_id}.mp4")
 
     app.state.settings = settings
     app.state.db = db
+    app.state.authenticate = authenticated
     return app

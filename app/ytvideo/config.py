@@ -7,6 +7,7 @@ voice. Production sets DATABASE_URL, REDIS_URL, the API keys and the flags.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,20 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if value not in choices:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
     return value
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of CIDR networks (empty: none given)."""
+    raw = env.get(name, "")
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not a network such as 10.0.0.0/8") from None
+    return tuple(networks)
 
 
 def _database_url(env: Mapping[str, str]) -> str:
@@ -138,9 +153,62 @@ class Settings:
     heartbeat_seconds: float = 10.0
     stale_job_seconds: float = 120.0
     requeue_interval_seconds: float = 30.0
+    # A job queued this long is published again (its message may be lost).
+    queue_sweep_seconds: float = 300.0
     max_attempts: int = 3
     cost_metric_window_seconds: int = 3600
     rates: Rates = field(default_factory=Rates)
+    # Accounts (§1.4): the API refuses to start without a JWT_SECRET of 32
+    # characters or more; the admin account is created or updated at start.
+    jwt_secret: str = ""
+    jwt_expiry_seconds: int = 86400
+    rate_limit_per_minute: int = 60
+    login_attempts_per_minute: int = 10
+    admin_username: str = ""
+    admin_password: str = ""
+    # /metrics answers only clients in these networks (the monitoring network).
+    metrics_allowed_networks: tuple[str, ...] = (
+        "127.0.0.0/8",
+        "::1/128",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+    )
+    # Appendix D: no video may cost more than this; a request whose estimate is
+    # over it is refused, and a job whose narration would pass it stops.
+    cost_cap_dollars: float = 3.0
+    # The estimate's compute: seconds of rendering per second of video, at the
+    # GPU rate (the dearer one), so the estimate errs high.
+    estimate_render_seconds_per_video_second: float = 2.0
+    # A job still running this long after its claim is stopped and failed.
+    job_deadline_seconds: float = 1800.0
+
+    def narration_choice(self) -> str:
+        """NARRATION_PROVIDER resolved: ``auto`` is the first keyed cloud voice, else espeak."""
+        if self.narration_provider != "auto":
+            return self.narration_provider
+        if self.elevenlabs_api_key:
+            return "elevenlabs"
+        if self.openai_api_key:
+            return "openai"
+        return "espeak"
+
+    def narration_rate_per_1k_chars(self, provider: str) -> float:
+        return {
+            "elevenlabs": self.rates.elevenlabs_per_1k_chars,
+            "openai": self.rates.openai_tts_per_1k_chars,
+        }.get(provider, 0.0)
+
+    def check_api(self) -> None:
+        """What the API needs beyond the worker's settings; ConfigError names it."""
+        if len(self.jwt_secret) < 32:
+            raise ConfigError(
+                "JWT_SECRET must be set to 32 characters or more (it signs the API's tokens)"
+            )
+        if bool(self.admin_username) != bool(self.admin_password):
+            raise ConfigError("API_ADMIN_USERNAME and API_ADMIN_PASSWORD are set together")
+        if self.admin_password and len(self.admin_password) < 12:
+            raise ConfigError("API_ADMIN_PASSWORD must be 12 characters or more")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -189,8 +257,22 @@ class Settings:
             heartbeat_seconds=_number(env, "JOB_HEARTBEAT_SECONDS", 10.0, 0.1),
             stale_job_seconds=_number(env, "JOB_STALE_SECONDS", 120.0, 0.5),
             requeue_interval_seconds=_number(env, "JOB_REQUEUE_INTERVAL_SECONDS", 30.0, 0.1),
+            queue_sweep_seconds=_number(env, "JOB_QUEUE_SWEEP_SECONDS", 300.0, 0.5),
             max_attempts=_int(env, "JOB_MAX_ATTEMPTS", 3, 1),
             cost_metric_window_seconds=_int(env, "COST_METRIC_WINDOW_SECONDS", 3600, 1),
+            jwt_secret=env.get("JWT_SECRET", ""),
+            jwt_expiry_seconds=_int(env, "JWT_EXPIRY", 86400, 60),
+            rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 60, 1),
+            login_attempts_per_minute=_int(env, "LOGIN_ATTEMPTS_PER_MINUTE", 10, 1),
+            admin_username=env.get("API_ADMIN_USERNAME", ""),
+            admin_password=env.get("API_ADMIN_PASSWORD", ""),
+            metrics_allowed_networks=_networks(env, "METRICS_ALLOWED_NETWORKS")
+            or d["metrics_allowed_networks"].default,
+            cost_cap_dollars=_number(env, "COST_CAP_DOLLARS", 3.0, 0.01),
+            estimate_render_seconds_per_video_second=_number(
+                env, "COST_ESTIMATE_RENDER_SECONDS_PER_VIDEO_SECOND", 2.0, 0.0
+            ),
+            job_deadline_seconds=_number(env, "JOB_DEADLINE_SECONDS", 1800.0, 1.0),
             rates=Rates(
                 gpu_second=_number(env, "COST_GPU_SECOND_DOLLARS", Rates.gpu_second),
                 cpu_second=_number(env, "COST_CPU_SECOND_DOLLARS", Rates.cpu_second),

@@ -9,6 +9,8 @@ the same transaction as the status change, so they never lose or double count.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,55 +21,8 @@ import psycopg2
 import psycopg2.extras
 from psycopg2.extensions import connection as Connection
 
-_SCHEMA_LOCK = 0x79747669  # pg_advisory_xact_lock key: "ytvi"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS video_jobs (
-    id uuid PRIMARY KEY,
-    title text NOT NULL,
-    script text NOT NULL,
-    width integer NOT NULL,
-    height integer NOT NULL,
-    duration_seconds double precision NOT NULL,
-    fps integer NOT NULL,
-    queue text NOT NULL,
-    image_count integer NOT NULL DEFAULT 0,
-    status text NOT NULL
-        CHECK (status IN ('queued', 'running', 'completed', 'failed')),
-    attempts integer NOT NULL DEFAULT 0,
-    lease uuid,
-    worker text,
-    failure_stage text,
-    failure_reason text,
-    output_path text,
-    encoder text,
-    device text,
-    narration_provider text,
-    cost_dollars double precision,
-    cost_breakdown jsonb,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    started_at timestamptz,
-    heartbeat_at timestamptz,
-    requeued_at timestamptz,
-    finished_at timestamptz
-);
-CREATE INDEX IF NOT EXISTS video_jobs_running_heartbeat
-    ON video_jobs (heartbeat_at) WHERE status = 'running';
-CREATE INDEX IF NOT EXISTS video_jobs_completed_finished
-    ON video_jobs (finished_at) WHERE status = 'completed';
-CREATE TABLE IF NOT EXISTS video_job_images (
-    job_id uuid NOT NULL REFERENCES video_jobs (id) ON DELETE CASCADE,
-    position integer NOT NULL,
-    data bytea NOT NULL,
-    PRIMARY KEY (job_id, position)
-);
-CREATE TABLE IF NOT EXISTS video_counters (
-    name text NOT NULL,
-    label text NOT NULL DEFAULT '',
-    value bigint NOT NULL DEFAULT 0,
-    PRIMARY KEY (name, label)
-);
-"""
+# Upper bounds of the cost histogram's buckets, in dollars (the cap is 3).
+COST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0)
 
 _BUMP = """
 INSERT INTO video_counters (name, label, value) VALUES (%s, %s, 1)
@@ -77,8 +32,17 @@ ON CONFLICT (name, label) DO UPDATE SET value = video_counters.value + 1
 _PUBLIC_COLUMNS = (
     "id, title, width, height, duration_seconds, fps, image_count, status, attempts, "
     "failure_stage, failure_reason, output_path, encoder, device, narration_provider, "
-    "cost_dollars, cost_breakdown, created_at, started_at, finished_at"
+    "cost_dollars, cost_breakdown, estimated_cost_dollars, user_id, created_at, started_at, "
+    "finished_at"
 )
+
+
+_USER = (
+    "SELECT id, username, rate_limit_per_minute, extract(epoch FROM password_changed_at),"
+    " password_hash FROM users WHERE NOT disabled AND "
+)
+_USER_BY_NAME = _USER + "username = %s"
+_USER_BY_ID = _USER + "id = %s"
 
 
 class DatabaseError(RuntimeError):
@@ -95,6 +59,8 @@ class NewJob:
     duration_seconds: float
     fps: int
     queue: str
+    user_id: int | None = None
+    estimated_cost_dollars: float | None = None
 
 
 @dataclass(frozen=True)
@@ -121,49 +87,100 @@ class VideoMetrics:
 
 
 class Database:
-    """Short-lived connections to one PostgreSQL database.
+    """Pooled connections to one PostgreSQL database.
 
-    A connection per operation keeps the service honest about outages: the
-    first statement after PostgreSQL comes back simply succeeds.
+    A connection goes back to the pool only when it is open and idle (its
+    transaction ended); one idle for more than a second is pinged before use,
+    and a dead one (PostgreSQL restarted) is dropped for a fresh connection,
+    so the first statement after an outage succeeds like any other.
     """
 
-    def __init__(self, url: str, connect_timeout: float = 3.0) -> None:
+    IDLE_PING_SECONDS = 1.0
+
+    def __init__(self, url: str, connect_timeout: float = 3.0, max_idle: int = 8) -> None:
         self.url = url
         self.connect_timeout = max(1, int(connect_timeout))
+        self.max_idle = max_idle
+        self._idle: list[tuple[Connection, float]] = []
+        self._lock = threading.Lock()
 
-    @contextmanager
-    def connection(self) -> Iterator[Connection]:
+    def _connect(self) -> Connection:
         try:
-            conn = psycopg2.connect(
+            return psycopg2.connect(
                 self.url,
                 connect_timeout=self.connect_timeout,
                 application_name="ytvideo",
             )
         except psycopg2.Error as exc:
             raise DatabaseError(f"cannot connect to PostgreSQL: {_one_line(exc)}") from exc
+
+    def _checkout(self) -> Connection:
+        while True:
+            with self._lock:
+                if not self._idle:
+                    break
+                conn, since = self._idle.pop()
+            if time.monotonic() - since < self.IDLE_PING_SECONDS:
+                return conn
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                conn.rollback()
+                return conn
+            except psycopg2.Error:
+                conn.close()
+        return self._connect()
+
+    def _checkin(self, conn: Connection) -> None:
+        idle = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        if not conn.closed and conn.get_transaction_status() == idle:
+            with self._lock:
+                if len(self._idle) < self.max_idle:
+                    self._idle.append((conn, time.monotonic()))
+                    return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            conn.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        conn = self._checkout()
         try:
             with conn:  # commits on success, rolls back on error
                 yield conn
         except psycopg2.Error as exc:
             raise DatabaseError(f"PostgreSQL statement failed: {_one_line(exc)}") from exc
         finally:
-            conn.close()
+            self._checkin(conn)
 
     def ping(self) -> None:
-        with self.connection() as conn, conn.cursor() as cur:
-            cur.execute("SELECT 1")
+        """A new connection and SELECT 1 (not a pooled one: the health checks ask
+        whether PostgreSQL takes connections now)."""
+        conn = self._connect()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        except psycopg2.Error as exc:
+            raise DatabaseError(f"PostgreSQL statement failed: {_one_line(exc)}") from exc
+        finally:
+            conn.close()
 
     def ensure_schema(self) -> None:
-        with self.connection() as conn, conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            cur.execute(SCHEMA)
+        """Apply the pending compatible migrations (migrate.py)."""
+        from .migrate import apply  # noqa: PLC0415  migrate imports this module
+
+        apply(self)
 
     def insert_job(self, job: NewJob, images: list[bytes]) -> None:
         with self.connection() as conn, conn.cursor() as cur:
             cur.execute(
                 "INSERT INTO video_jobs (id, title, script, width, height, duration_seconds,"
-                " fps, queue, image_count, status)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'queued')",
+                " fps, queue, image_count, status, user_id, estimated_cost_dollars)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'queued', %s, %s)",
                 (
                     str(job.id),
                     job.title,
@@ -174,6 +191,8 @@ class Database:
                     job.fps,
                     job.queue,
                     len(images),
+                    job.user_id,
+                    job.estimated_cost_dollars,
                 ),
             )
             for position, data in enumerate(images):
@@ -186,17 +205,95 @@ class Database:
         with self.connection() as conn, conn.cursor() as cur:
             cur.execute("DELETE FROM video_jobs WHERE id = %s", (str(job_id),))
 
-    def get_job(self, job_id: uuid.UUID) -> dict[str, Any] | None:
+    def get_job(self, job_id: uuid.UUID, user_id: int | None = None) -> dict[str, Any] | None:
+        """The job, or None; with ``user_id``, only that user's."""
+        owner = " AND user_id = %s" if user_id is not None else ""
+        params = (str(job_id), user_id) if user_id is not None else (str(job_id),)
         with (
             self.connection() as conn,
             conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
         ):
             cur.execute(
-                "SELECT " + _PUBLIC_COLUMNS + " FROM video_jobs WHERE id = %s",  # noqa: S608  constant columns
-                (str(job_id),),
+                "SELECT " + _PUBLIC_COLUMNS + " FROM video_jobs WHERE id = %s" + owner,  # noqa: S608  constant columns
+                params,
             )
             row = cur.fetchone()
         return dict(row) if row else None
+
+    def list_jobs(self, user_id: int, limit: int = 50) -> list[dict[str, Any]]:
+        """The user's newest jobs first."""
+        with (
+            self.connection() as conn,
+            conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
+        ):
+            cur.execute(
+                "SELECT " + _PUBLIC_COLUMNS + " FROM video_jobs WHERE user_id = %s"  # noqa: S608  constant columns
+                " ORDER BY created_at DESC LIMIT %s",
+                (user_id, limit),
+            )
+            return [dict(r) for r in cur.fetchall()]
+
+    def cancel_job(self, job_id: uuid.UUID, user_id: int) -> tuple[bool, str | None]:
+        """Cancel the user's queued or running job: (cancelled now, its status; None: no
+        such job). A running job's lease is cleared, so its worker's heartbeat fails and it
+        stops without writing its video."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE video_jobs SET status = 'cancelled', finished_at = now(), lease = NULL"
+                " WHERE id = %s AND user_id = %s AND status IN ('queued', 'running')"
+                " RETURNING status",
+                (str(job_id), user_id),
+            )
+            if cur.fetchone():
+                cur.execute(_BUMP, ("video_processing_failures_total", "cancelled"))
+                return True, "cancelled"
+            cur.execute(
+                "SELECT status FROM video_jobs WHERE id = %s AND user_id = %s",
+                (str(job_id), user_id),
+            )
+            row = cur.fetchone()
+            return False, (row[0] if row else None)
+
+    # --- users -----------------------------------------------------------------
+
+    def ensure_user(self, username: str, password: str, rate_limit: int | None = None) -> str:
+        """Create the user, or set its password when it no longer matches: what was done
+        (created, updated, unchanged). For the admin account from the environment."""
+        from .auth import hash_password, verify_password  # noqa: PLC0415  the API's only
+
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT id, password_hash FROM users WHERE username = %s FOR UPDATE", (username,)
+            )
+            row = cur.fetchone()
+            if row is None:
+                cur.execute(
+                    "INSERT INTO users (username, password_hash, rate_limit_per_minute)"
+                    " VALUES (%s, %s, %s) ON CONFLICT (username) DO NOTHING",
+                    (username, hash_password(password), rate_limit),
+                )
+                return "created" if cur.rowcount == 1 else "unchanged"
+            if verify_password(password, row[1]):
+                return "unchanged"
+            cur.execute(
+                "UPDATE users SET password_hash = %s, password_changed_at = now() WHERE id = %s",
+                (hash_password(password), row[0]),
+            )
+            return "updated"
+
+    def find_user(self, *, username: str | None = None, user_id: int | None = None):
+        """(User, password hash) of an enabled user, or None."""
+        from .auth import User  # noqa: PLC0415
+
+        by_name = username is not None
+        query = _USER_BY_NAME if by_name else _USER_BY_ID
+        value = username if by_name else user_id
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(query, (value,))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        return User(int(row[0]), row[1], row[2], float(row[3])), row[4]
 
     def count_jobs(self) -> int:
         with self.connection() as conn, conn.cursor() as cur:
@@ -204,20 +301,26 @@ class Database:
             return int(cur.fetchone()[0])
 
     def claim_job(
-        self, job_id: uuid.UUID, worker: str, stale_seconds: float, max_attempts: int
+        self,
+        job_id: uuid.UUID,
+        worker: str,
+        stale_seconds: float,
+        max_attempts: int,
+        deadline_seconds: float = 1800.0,
     ) -> ClaimedJob | None:
         """Take a queued job, or a running one whose worker stopped beating and
-        that has attempts left (the reaper fails the others)."""
+        that has attempts left (the reaper fails the others). The attempt must end
+        within ``deadline_seconds``."""
         lease = uuid.uuid4()
         with self.connection() as conn, conn.cursor() as cur:
             cur.execute(
                 "UPDATE video_jobs SET status = 'running', attempts = attempts + 1,"
                 " lease = %s, worker = %s, started_at = now(), heartbeat_at = now(),"
-                " requeued_at = NULL"
+                " requeued_at = NULL, deadline_at = now() + make_interval(secs => %s)"
                 " WHERE id = %s AND (status = 'queued' OR (status = 'running'"
                 " AND heartbeat_at < now() - make_interval(secs => %s) AND attempts < %s))"
                 " RETURNING attempts, title, script, width, height, duration_seconds, fps",
-                (str(lease), worker, str(job_id), stale_seconds, max_attempts),
+                (str(lease), worker, deadline_seconds, str(job_id), stale_seconds, max_attempts),
             )
             row = cur.fetchone()
             if row is None:
@@ -275,6 +378,17 @@ class Database:
             if cur.rowcount != 1:
                 return False
             cur.execute(_BUMP, ("videos_processed_total", ""))
+            # The cost histogram: cumulative buckets, and the sum in micro-dollars.
+            for le in COST_BUCKETS:
+                if cost_dollars <= le:
+                    cur.execute(_BUMP, ("video_cost_bucket", f"{le:g}"))
+            cur.execute(_BUMP, ("video_cost_bucket", "+Inf"))
+            cur.execute(
+                "INSERT INTO video_counters (name, label, value)"
+                " VALUES ('video_cost_micros', '', %s)"
+                " ON CONFLICT (name, label) DO UPDATE SET value = video_counters.value + %s",
+                (round(cost_dollars * 1e6), round(cost_dollars * 1e6)),
+            )
             return True
 
     def fail_job(
@@ -336,6 +450,21 @@ class Database:
             )
             retry = [(uuid.UUID(str(job_id)), queue) for job_id, queue in cur.fetchall()]
         return retry, failed
+
+    def unqueued_jobs(self, older_than_seconds: float) -> list[tuple[uuid.UUID, str]]:
+        """Queued jobs that may have no message: queued longer than ``older_than_seconds``
+        and not sent again for as long (the API died between the insert and the publish,
+        or Redis lost its queue). Marked as sent again; a duplicate message is harmless,
+        the claim takes a job once."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE video_jobs SET requeued_at = now()"
+                " WHERE status = 'queued' AND created_at < now() - make_interval(secs => %s)"
+                " AND (requeued_at IS NULL OR requeued_at < now() - make_interval(secs => %s))"
+                " RETURNING id, queue",
+                (older_than_seconds, older_than_seconds),
+            )
+            return [(uuid.UUID(str(job_id)), queue) for job_id, queue in cur.fetchall()]
 
     def video_metrics(self, window_seconds: int) -> VideoMetrics:
         with self.connection() as conn, conn.cursor() as cur:

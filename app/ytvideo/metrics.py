@@ -14,11 +14,16 @@ import time
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .db import Database
+from .db import COST_BUCKETS, Database
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +121,21 @@ class VideoMetricsCollector(Collector):
         for video_id, dollars in data.recent_costs:
             cost.add_metric([video_id], dollars)
         yield cost
+
+        # Every video's cost, with bounded cardinality (the gauge above keeps only the
+        # recent ones): counted in PostgreSQL in the job's completing transaction.
+        buckets = [
+            (f"{le:g}", data.counters.get(("video_cost_bucket", f"{le:g}"), 0))
+            for le in COST_BUCKETS
+        ]
+        buckets.append(("+Inf", data.counters.get(("video_cost_bucket", "+Inf"), 0)))
+        histogram = HistogramMetricFamily(
+            "ytvideo_video_cost_dollars", "Cost of each completed video (compute plus providers)"
+        )
+        histogram.add_metric(
+            [], buckets, sum_value=data.counters.get(("video_cost_micros", ""), 0) / 1e6
+        )
+        yield histogram
 
         jobs = GaugeMetricFamily("ytvideo_jobs", "Jobs waiting or rendering", labels=["status"])
         for status, count in sorted(data.in_flight.items()):

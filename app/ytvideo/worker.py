@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -50,7 +51,8 @@ class _Heartbeat(threading.Thread):
 
 
 class Reaper(threading.Thread):
-    """Re-queues jobs whose worker died; fails those out of attempts."""
+    """Re-queues jobs whose worker died, and queued jobs whose message may be lost;
+    fails those out of attempts."""
 
     def __init__(self, settings: Settings, db: Database, celery: Celery) -> None:
         super().__init__(name="stale-job-reaper", daemon=True)
@@ -66,7 +68,15 @@ class Reaper(threading.Thread):
         for job_id, queue in retry:
             log.warning("job %s: its worker stopped beating; queueing it again", job_id)
             enqueue_render(self.celery, queue, job_id)
-        return retry, failed
+        unqueued = self.db.unqueued_jobs(self.settings.queue_sweep_seconds)
+        for job_id, queue in unqueued:
+            log.warning(
+                "job %s: queued for over %g s; publishing its message again",
+                job_id,
+                self.settings.queue_sweep_seconds,
+            )
+            enqueue_render(self.celery, queue, job_id)
+        return retry + unqueued, failed
 
     def run(self) -> None:
         while not self.stopped.wait(self.settings.requeue_interval_seconds):
@@ -100,10 +110,14 @@ class RenderWorker:
 
     def process(self, job_id: uuid.UUID) -> str:
         """Render one job; returns its final status (or ``skipped``)."""
-        from .render.pipeline import PipelineError, RenderSpec, render_video
+        from .render.pipeline import PipelineError, RenderSpec, Stopped, render_video
 
         job = self.db.claim_job(
-            job_id, self.name, self.settings.stale_job_seconds, self.settings.max_attempts
+            job_id,
+            self.name,
+            self.settings.stale_job_seconds,
+            self.settings.max_attempts,
+            self.settings.job_deadline_seconds,
         )
         if job is None:
             log.info("job %s is not waiting (done, or rendering elsewhere); skipping", job_id)
@@ -111,6 +125,18 @@ class RenderWorker:
         log.info("job %s: attempt %d on %s", job_id, job.attempt, self.name)
         beat = _Heartbeat(self.db, job.id, job.lease, self.settings.heartbeat_seconds)
         beat.start()
+        deadline = time.monotonic() + self.settings.job_deadline_seconds
+
+        def stop_reason() -> str | None:
+            if beat.lost:
+                return "the job's lease was lost (another worker took it over, or it was cancelled)"
+            if time.monotonic() > deadline:
+                return (
+                    f"the job passed its deadline of {self.settings.job_deadline_seconds:g} s "
+                    "(JOB_DEADLINE_SECONDS)"
+                )
+            return None
+
         try:
             spec = RenderSpec(
                 job.id,
@@ -121,8 +147,17 @@ class RenderWorker:
                 job.duration_seconds,
                 job.fps,
                 job.images,
+                stop_reason=stop_reason,
             )
             result = render_video(spec, self.settings, self.tools())
+        except Stopped as exc:
+            beat.stop()
+            if exc.stage == "lease":  # the job is someone else's now: record nothing
+                log.warning("job %s: stopped, %s", job_id, exc.message)
+                return "abandoned"
+            log.error("job %s: stopped, %s", job_id, exc.message)
+            self.db.fail_job(job.id, job.lease, stage=exc.stage, reason=exc.message)
+            return "failed"
         except PipelineError as exc:
             beat.stop()
             log.error("job %s failed in %s: %s", job_id, exc.stage, exc.message)

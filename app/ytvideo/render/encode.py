@@ -192,6 +192,8 @@ class FrameEncoder:
         self._log.close()
 
     def _failure(self, what: str) -> str:
+        if self._log.closed:  # aborted (a stop or a deadline): its stderr is gone
+            return f"ffmpeg {what} while writing {self.output.name}: it was stopped"
         self._log.seek(0)
         tail = " ".join(self._log.read().decode(errors="replace").split())[-800:]
         return f"ffmpeg {what} while writing {self.output.name}: {tail or 'no message'}"

@@ -10,6 +10,7 @@ into place, so a crash never leaves a half file under the final name.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -17,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,14 @@ class RenderSpec:
     duration: float
     fps: int
     images: list[bytes]
+    # Why the job must stop now (its lease was lost or cancelled, its deadline
+    # passed), or None to go on; checked between steps and every second.
+    stop_reason: Callable[[], str | None] = lambda: None
+
+
+class Stopped(PipelineError):
+    """The job stopped for ``stop_reason``: stage ``lease`` (another worker or its owner
+    has it now: nothing of it is written) or ``deadline``."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,46 @@ def cost_breakdown(
     }
 
 
+def check_narration_cost(settings: Settings, narrator: object, text: str) -> None:
+    """The cap holds for the actual cost: a voice whose price for this text would pass
+    COST_CAP_DOLLARS stops the job before it is paid for (the API's estimate may have
+    used other rates, or another provider)."""
+    rate = float(getattr(narrator, "per_1k_chars", 0.0))
+    dollars = len(text) / 1000 * rate
+    if dollars > settings.cost_cap_dollars:
+        raise PipelineError(
+            "cost",
+            f"the narration of {len(text)} characters would cost ${dollars:.2f} at "
+            f"{getattr(narrator, 'name', 'the provider')}'s ${rate:g} per 1,000, over the cap of "
+            f"${settings.cost_cap_dollars:.2f} a video (COST_CAP_DOLLARS): nothing was spent",
+        )
+
+
+def _check(spec: RenderSpec) -> None:
+    reason = spec.stop_reason()
+    if reason is not None:
+        stage = "deadline" if "deadline" in reason else "lease"
+        raise Stopped(stage, reason)
+
+
+class _Watchdog(threading.Thread):
+    """Kills the encoder when the job must stop, even while a write to it blocks."""
+
+    def __init__(self, spec: RenderSpec, encoder: FrameEncoder) -> None:
+        super().__init__(name="render-watchdog", daemon=True)
+        self.spec, self.encoder = spec, encoder
+        self.done = threading.Event()
+        self.fired: str | None = None
+
+    def run(self) -> None:
+        while not self.done.wait(1.0):
+            reason = self.spec.stop_reason()
+            if reason is not None:
+                self.fired = reason
+                self.encoder.abort()
+                return
+
+
 class _Writer(threading.Thread):
     """Feeds batches to ffmpeg while the next batch renders."""
 
@@ -133,6 +183,8 @@ class _Writer(threading.Thread):
                 self.encoder.write(host.numpy().data)
             except EncodeError as exc:
                 self.error = exc
+            except Exception as exc:  # anything else must not leave the producer blocked
+                self.error = EncodeError(f"writing frames failed: {type(exc).__name__}: {exc}")
 
 
 def _to_host(batch: torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -174,16 +226,20 @@ def render_video(spec: RenderSpec, settings: Settings, tools: RenderTools) -> Re
     media = settings.media_dir
     media.mkdir(parents=True, exist_ok=True)
     final = media / f"{spec.job_id}.mp4"
-    partial = media / f".{spec.job_id}.{os.getpid()}.partial.mp4"
+    # Unique per attempt (the PID is 1 in every container): two workers on one job
+    # never write the same file, and neither touches the other's.
+    partial = media / f".{spec.job_id}.{uuid.uuid4().hex}.partial.mp4"
     scenes = plan(spec.title, spec.script, len(spec.images), spec.duration)
+    text = narration_text(spec.title, spec.script)
+    check_narration_cost(settings, tools.narrator, text)
+    _check(spec)
     with tempfile.TemporaryDirectory(prefix="ytvideo-") as work:
         try:
-            narration = tools.narrator.synthesize(
-                narration_text(spec.title, spec.script), Path(work)
-            )
+            narration = tools.narrator.synthesize(text, Path(work))
         except NarrationError as exc:
             raise PipelineError("narration", str(exc)) from exc
         narrated = time.monotonic()
+        _check(spec)
         try:
             images = [
                 load_image(d, i, (spec.width, spec.height)) for i, d in enumerate(spec.images)
@@ -219,20 +275,33 @@ def render_video(spec: RenderSpec, settings: Settings, tools: RenderTools) -> Re
         except EncodeError as exc:
             raise PipelineError("encode", str(exc)) from exc
         prepared = time.monotonic()
+        watchdog = _Watchdog(spec, encoder)
+        watchdog.start()
         try:
             frames = render_frames_to(renderer, encoder)
             encoder.close()
-        except EncodeError as exc:
+            _check(spec)
+        except (EncodeError, PipelineError) as exc:
             encoder.abort()
             partial.unlink(missing_ok=True)
+            if watchdog.fired is not None:
+                stage = "deadline" if "deadline" in watchdog.fired else "lease"
+                raise Stopped(stage, watchdog.fired) from exc
+            if isinstance(exc, PipelineError):
+                raise
             raise PipelineError("encode", str(exc)) from exc
         except BaseException:
             encoder.abort()
             partial.unlink(missing_ok=True)
             raise
+        finally:
+            watchdog.done.set()
     os.replace(partial, final)
-    for leftover in media.glob(f".{spec.job_id}.*.partial.mp4"):  # from a worker that died
-        leftover.unlink(missing_ok=True)
+    # Partials of attempts that died, idle for longer than a live writer ever is.
+    for leftover in media.glob(f".{spec.job_id}.*.partial.mp4"):
+        with contextlib.suppress(OSError):
+            if time.time() - leftover.stat().st_mtime > settings.stale_job_seconds:
+                leftover.unlink()
     finished = time.monotonic()
     seconds = finished - started
     breakdown = cost_breakdown(
