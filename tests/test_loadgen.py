@@ -86,6 +86,7 @@ class Handler(BaseHTTPRequestHandler):
                 {
                     "path": self.path,
                     "connection": self.headers.get("Connection"),
+                    "authorization": self.headers.get("Authorization"),
                     "color": color,
                     "at": time.time(),
                 }
@@ -217,6 +218,8 @@ def test_imports_nothing_but_the_standard_library():
         ["--long-body", "{not json"],
         ["--rate", "fast"],
         ["--report", "/nonexistent-directory/report.json"],
+        ["--header", "no colon"],
+        ["--header", "X-Bad: a\r\nInjected: b"],
     ],
 )
 def test_bad_arguments_exit_2_and_write_nothing(tmp_path: Path, bad: list[str]):
@@ -263,6 +266,15 @@ def test_counts_statuses_and_one_connection_per_request(tmp_path: Path, servers)
     assert all(report["started"] <= r["start"] <= r["end"] <= report["ended"] for r in log)
     assert report["by_color"] == {}
     assert report["color_timeline"] == []
+
+
+def test_headers_go_with_every_request(tmp_path: Path, servers):
+    server = servers()
+    run_loadgen(
+        tmp_path, url(server), "--workers", "2", "--max-requests", "6",
+        "--header", "Authorization: Bearer token-1",
+    )  # fmt: skip
+    assert [r["authorization"] for r in server.requests] == ["Bearer token-1"] * 6
 
 
 def test_https_without_certificate_checks(tmp_path: Path, servers):

@@ -21,8 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 from ytvideo_services import (
+    ADMIN_PASSWORD,
+    ADMIN_USERNAME,
     APP_DIR,
     REPO_DIR,
+    TEST_JWT_SECRET,
     PostgresServer,
     RedisServer,
     docker_available,
@@ -124,6 +127,9 @@ def test_image_healthcheck_passes_and_it_renders(
         "API_PORT": str(port),
         "VIDEO_QUEUE": f"image-{uuid.uuid4().hex[:8]}",
         "VIDEO_DEFAULT_FPS": "10",
+        "JWT_SECRET": TEST_JWT_SECRET,
+        "API_ADMIN_USERNAME": ADMIN_USERNAME,
+        "API_ADMIN_PASSWORD": ADMIN_PASSWORD,
     }
     common = ["--network", "host", "-v", f"{media}:/var/lib/ytvideo/media"]
     for key, value in env.items():
@@ -157,6 +163,11 @@ def test_image_healthcheck_passes_and_it_renders(
         health = client.get("/health")
         assert health.status_code == 200
         assert health.json()["checks"]["database"] == "healthy"
+        login = client.post(
+            "/api/auth/login", json={"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}
+        )
+        assert login.status_code == 200, login.text
+        client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
         response = client.post(
             "/api/videos/generate",
             json={

@@ -207,7 +207,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not schema["ready"]:
             db.ensure_schema()
             if settings.admin_username:
-                done = db.ensure_user(settings.admin_username, settings.admin_password)
+                done = db.ensure_user(
+                    settings.admin_username,
+                    settings.admin_password,
+                    settings.admin_rate_limit_per_minute,
+                )
                 log.info("admin account %s: %s", settings.admin_username, done)
             schema["ready"] = True
 

@@ -166,6 +166,7 @@ class Settings:
     login_attempts_per_minute: int = 10
     admin_username: str = ""
     admin_password: str = ""
+    admin_rate_limit_per_minute: int | None = None
     # /metrics answers only clients in these networks (the monitoring network).
     metrics_allowed_networks: tuple[str, ...] = (
         "127.0.0.0/8",
@@ -266,6 +267,7 @@ class Settings:
             login_attempts_per_minute=_int(env, "LOGIN_ATTEMPTS_PER_MINUTE", 10, 1),
             admin_username=env.get("API_ADMIN_USERNAME", ""),
             admin_password=env.get("API_ADMIN_PASSWORD", ""),
+            admin_rate_limit_per_minute=_int(env, "API_ADMIN_RATE_LIMIT_PER_MINUTE", 0, 0) or None,
             metrics_allowed_networks=_networks(env, "METRICS_ALLOWED_NETWORKS")
             or d["metrics_allowed_networks"].default,
             cost_cap_dollars=_number(env, "COST_CAP_DOLLARS", 3.0, 0.01),

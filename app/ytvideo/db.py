@@ -257,13 +257,16 @@ class Database:
     # --- users -----------------------------------------------------------------
 
     def ensure_user(self, username: str, password: str, rate_limit: int | None = None) -> str:
-        """Create the user, or set its password when it no longer matches: what was done
-        (created, updated, unchanged). For the admin account from the environment."""
+        """Create the user, or set its password when it no longer matches (and its rate
+        limit, when given): what was done (created, updated, unchanged). For the admin
+        account from the environment and ``python -m ytvideo user``."""
         from .auth import hash_password, verify_password  # noqa: PLC0415  the API's only
 
         with self.connection() as conn, conn.cursor() as cur:
             cur.execute(
-                "SELECT id, password_hash FROM users WHERE username = %s FOR UPDATE", (username,)
+                "SELECT id, password_hash, rate_limit_per_minute FROM users"
+                " WHERE username = %s FOR UPDATE",
+                (username,),
             )
             row = cur.fetchone()
             if row is None:
@@ -273,8 +276,14 @@ class Database:
                     (username, hash_password(password), rate_limit),
                 )
                 return "created" if cur.rowcount == 1 else "unchanged"
+            limit_changed = rate_limit is not None and rate_limit != row[2]
+            if limit_changed:
+                cur.execute(
+                    "UPDATE users SET rate_limit_per_minute = %s WHERE id = %s",
+                    (rate_limit, row[0]),
+                )
             if verify_password(password, row[1]):
-                return "unchanged"
+                return "updated" if limit_changed else "unchanged"
             cur.execute(
                 "UPDATE users SET password_hash = %s, password_changed_at = now() WHERE id = %s",
                 (hash_password(password), row[0]),

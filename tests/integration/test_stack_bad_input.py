@@ -43,6 +43,14 @@ CASES = {
         {"ytempire_jwt_secret": ""},
         "Missing secret(s): stack_jwt_secret.",
     ),
+    "a JWT secret too short to sign tokens with": (
+        {"ytempire_jwt_secret": "only-twenty-chars-xx"},
+        "Missing secret(s): stack_jwt_secret.",
+    ),
+    "an API admin password shorter than 12": (
+        {"ytempire_api_admin_password": "short-pw"},
+        "stack_api_admin_password 12 or more",
+    ),
     "the example vault's value": (
         {"ytempire_n8n_encryption_key": "change-me-n8n-encryption-key"},
         "Missing secret(s): stack_n8n_encryption_key.",

@@ -274,9 +274,11 @@ class Target:
     host: str
     port: int
     prefix: str
+    # Sent with every request ("Authorization: Bearer ..." for the API).
+    headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def parse(cls, url: str) -> Target:
+    def parse(cls, url: str, headers: Sequence[str] = ()) -> Target:
         """The target of an http:// or https:// URL; ValueError says what is wrong."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -284,7 +286,13 @@ class Target:
         if parts.query or parts.fragment:
             raise ValueError(f"{url!r}: a base URL has no query or fragment")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+        pairs = []
+        for header in headers:
+            name, sep, value = header.partition(":")
+            if not sep or not name.strip() or any(c in header for c in "\r\n"):
+                raise ValueError(f"{header!r} is not a header such as 'Authorization: Bearer x'")
+            pairs.append((name.strip(), value.strip()))
+        return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"), tuple(pairs))
 
     def connection(self, timeout: float) -> http.client.HTTPConnection:
         """A new, not yet connected connection to the target."""
@@ -338,6 +346,8 @@ def exchange(
         )
         connection.putheader("Connection", "close")
         connection.putheader("User-Agent", USER_AGENT)
+        for name, value in target.headers:
+            connection.putheader(name, value)
         if body is not None:
             connection.putheader("Content-Type", "application/json")
             connection.putheader("Content-Length", str(len(body)))
@@ -666,6 +676,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many seconds (default 300)",
     )
     add("--stop-file", type=Path, help="stop when this file exists")
+    add(
+        "--header",
+        dest="headers",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a header sent with every request, repeatable",
+    )
     add("--rate", type=_number(float, 0), default=0.0, help="per-worker requests/s, 0: no limit")
     add(
         "--timeout",
@@ -721,7 +739,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        target = Target.parse(args.base_url)
+        target = Target.parse(args.base_url, args.headers)
     except ValueError as exc:
         parser.error(f"--base-url: {exc}")
     if not args.long_path.startswith("/"):

@@ -26,7 +26,8 @@ MACHINE_VARS = yaml.safe_load(
 # input test takes one away or spoils one with its extra vars.
 TEST_SECRETS = {
     "ytempire_db_password": "pytest-db-password",
-    "ytempire_jwt_secret": "pytest-jwt-secret",
+    "ytempire_jwt_secret": "pytest-jwt-secret-0123456789abcdef0123",
+    "ytempire_api_admin_password": "pytest-api-admin-password",
     "ytempire_n8n_user": "ops@pytest.test",
     "ytempire_n8n_password": "Pytest-n8n-1",
     "ytempire_n8n_encryption_key": "pytest-n8n-key",

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -39,6 +41,21 @@ def client():
 def target():
     """The server site.yml converged (the `host` fixture, for session-wide fixtures)."""
     return _get_host("ytempire")
+
+
+@pytest.fixture(scope="session")
+def api_auth(target) -> str:
+    """A curl header with a token of the API's admin, who logs in through nginx with the
+    password site.yml wrote to the server's .env (from the vault)."""
+    env = target.check_output("cat /opt/ytempire/.env")
+    match = re.search(r"^API_ADMIN_PASSWORD='([^']*)'$", env, re.M)
+    assert match, "site.yml wrote no API_ADMIN_PASSWORD to /opt/ytempire/.env"
+    login = json.dumps({"username": "admin", "password": match.group(1)})
+    answer = target.check_output(
+        "curl -sfk --max-time 30 -H 'Content-Type: application/json' "
+        f"--data {shlex.quote(login)} https://127.0.0.1/api/auth/login"
+    )
+    return f"Authorization: Bearer {json.loads(answer)['access_token']}"
 
 
 @pytest.fixture(scope="session")

@@ -295,7 +295,8 @@ def loader(client, target_ip):
             argv = [
                 "python3", LOADGEN, "--base-url", f"https://{target_ip}",
                 "--report", f"{run_dir}/report.json", "--log", f"{run_dir}/requests.jsonl",
-                "--stop-file", f"{run_dir}/stop", "--progress-file", f"{run_dir}/progress", *args,
+                "--stop-file", f"{run_dir}/stop", "--progress-file", f"{run_dir}/progress",
+                "--header", AUTH["header"], *args,
             ]  # fmt: skip
             for key, value in options.items():
                 argv += [f"--{key.replace('_', '-')}", str(value)]
@@ -327,11 +328,19 @@ def image_id(host, ref: str) -> str:
     return host.check_output(f"docker image inspect --format '{{{{.Id}}}}' {ref}")
 
 
+# The admin's token header (conftest.py's api_auth), for every request to the API.
+AUTH = {"header": ""}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _authenticated(api_auth):
+    AUTH["header"] = api_auth
+
+
 def submit(host, video: dict) -> str:
     out = host.check_output(
-        "curl -sk -X POST -H 'Content-Type: application/json' --data "
-        + shlex.quote(json.dumps(video))
-        + " https://127.0.0.1/api/videos/generate"
+        f"curl -sk -H {shlex.quote(AUTH['header'])} -X POST -H 'Content-Type: application/json'"
+        " --data " + shlex.quote(json.dumps(video)) + " https://127.0.0.1/api/videos/generate"
     )
     return json.loads(out)["id"]
 
@@ -341,7 +350,11 @@ LONG_VIDEO = {**SMALL_VIDEO, "duration": 60, "resolution": "320x180", "fps": 10}
 
 
 def job(host, job_id: str) -> dict:
-    return json.loads(host.check_output(f"curl -sk https://127.0.0.1/api/videos/{job_id}"))
+    return json.loads(
+        host.check_output(
+            f"curl -sk -H {shlex.quote(AUTH['header'])} https://127.0.0.1/api/videos/{job_id}"
+        )
+    )
 
 
 # --- must show 1 and 2: zero downtime, and the rollback's time -----------------------------

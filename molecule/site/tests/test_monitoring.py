@@ -75,7 +75,7 @@ def container(host, service: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def traffic(host, s3):
+def traffic(host, s3, api_auth):
     """Requests through nginx (one answered 404), one video rendered and a
     database and a daily backup (offsite to the S3 server), then two scrapes, so that
     rates, the latency histogram, the cost and the backup panels have data,
@@ -92,16 +92,19 @@ def traffic(host, s3):
     body = shlex.quote(json.dumps(VIDEO))
     video = json.loads(
         host.check_output(
-            "curl -sfk --max-time 30 -H 'Content-Type: application/json' "
-            f"--data {body} https://127.0.0.1/api/videos/generate"
+            f"curl -sfk --max-time 30 -H {shlex.quote(api_auth)}"
+            f" -H 'Content-Type: application/json' --data {body}"
+            " https://127.0.0.1/api/videos/generate"
         )
     )
     wait_for(
         "the video to render",
         lambda: (
-            json.loads(host.check_output(f"curl -sfk https://127.0.0.1/api/videos/{video['id']}"))[
-                "status"
-            ]
+            json.loads(
+                host.check_output(
+                    f"curl -sfk -H {shlex.quote(api_auth)} https://127.0.0.1/api/videos/{video['id']}"
+                )
+            )["status"]
             == "completed"
         ),
         timeout=300,

@@ -69,11 +69,20 @@ def wait_healthy(host, names, timeout: float = 300) -> None:
     raise AssertionError(f"not healthy after {timeout} s: {states}")
 
 
+# The admin's token header (conftest.py's api_auth), for every request to the API.
+AUTH = {"header": ""}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _authenticated(api_auth):
+    AUTH["header"] = api_auth
+
+
 def curl(client, url: str, *args: str) -> tuple[int, str]:
     """(HTTP status, body) of a request from the client; -k: the sandbox's self-signed pair."""
     out = client.check_output(
         "curl -sk --max-time 60 -o /tmp/curl-body -w '%{http_code}' "
-        + " ".join(shlex.quote(a) for a in args)
+        + shlex.join(["-H", AUTH["header"], *args])
         + f" {shlex.quote(url)}; echo; cat /tmp/curl-body"
     )
     status, _, body = out.partition("\n")
@@ -179,7 +188,8 @@ def test_a_video_generated_through_nginx_is_an_mp4(client, base_urls, tmp_path):
     for base, video_id in ids:
         job = wait_completed(client, base, video_id)
         client.check_output(
-            f"curl -sfk --max-time 120 -o /tmp/{video_id}.mp4 {base}/api/videos/{video_id}/file"
+            f"curl -sfk --max-time 120 -H {shlex.quote(AUTH['header'])}"
+            f" -o /tmp/{video_id}.mp4 {base}/api/videos/{video_id}/file"
         )
         data = base64.b64decode(client.check_output(f"base64 -w0 /tmp/{video_id}.mp4"))
         path = tmp_path / f"{video_id}.mp4"
@@ -387,7 +397,8 @@ def api(host, method: str, path: str, body: dict | None = None) -> dict:
         else ""
     )
     out = host.check_output(
-        f"curl -sf --max-time 30 -X {method} {data} http://127.0.0.1:8082{path}"
+        f"curl -sf --max-time 30 -H {shlex.quote(AUTH['header'])} -X {method} {data}"
+        f" http://127.0.0.1:8082{path}"
     )
     return json.loads(out)
 
