@@ -156,3 +156,19 @@ def test_an_image_with_too_many_pixels_is_a_422(
     assert "pixels" in errors["images.0"], errors
     assert str(MAX_IMAGE_PIXELS) in errors["images.0"]
     assert job_count(postgres) == before
+
+
+def test_database_error_text_is_not_returned_to_clients(
+    stack: Stack, postgres: PostgresServer
+) -> None:
+    """A failing statement is a 503 that names no table, SQL, host or port; the log has it."""
+    postgres.query("ALTER TABLE video_jobs RENAME TO video_jobs_away")
+    try:
+        response = stack.client.get(f"/api/videos/{uuid.uuid4()}")
+    finally:
+        postgres.query("ALTER TABLE video_jobs_away RENAME TO video_jobs")
+    assert response.status_code == 503, response.text
+    assert response.json()["detail"].startswith("database unavailable")
+    for leak in ("video_jobs", "relation", "PostgreSQL", "SELECT", "127.0.0.1", str(postgres.port)):
+        assert leak not in response.text, response.text
+    assert 'relation "video_jobs" does not exist' in stack.logs()

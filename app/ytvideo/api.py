@@ -187,8 +187,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.exception_handler(DatabaseError)
-    async def database_down(_: Request, exc: DatabaseError) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": f"database unavailable: {exc}"})
+    async def database_down(request: Request, exc: DatabaseError) -> JSONResponse:
+        # PostgreSQL's text names hosts, ports, tables and SQL: it goes to the log only.
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            status_code=503,
+            content={
+                "detail": "database unavailable: the job store failed this request; retry later"
+            },
+        )
 
     @app.get("/health")
     def health_check() -> JSONResponse:
