@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import struct
 import uuid
+import zlib
 from typing import Any
 
 import pytest
+from PIL import Image
+from ytvideo.schemas import MAX_IMAGE_PIXELS, decode_image
 from ytvideo_services import PostgresServer, Stack
 
 GOOD: dict[str, Any] = {
@@ -104,3 +108,67 @@ def test_malformed_job_id_is_422(stack: Stack) -> None:
     response = stack.client.get("/api/videos/not-a-uuid")
     assert response.status_code == 422
     assert fields(response) == ["path.video_id"]
+
+
+def blank_png(width: int, height: int) -> bytes:
+    """A valid all-black 1-bit greyscale PNG: a few kB whatever the size it declares."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the bits
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def test_the_generated_png_is_a_real_image() -> None:
+    data = blank_png(640, 360)
+    assert decode_image(base64.b64encode(data).decode(), 0) == data
+
+
+@pytest.mark.parametrize(
+    ("side", "pillow"),
+    [
+        (20_000, "error"),  # over twice Pillow's limit: DecompressionBombError at open
+        (10_000, "warning"),  # over Pillow's limit: DecompressionBombWarning, then our check
+        (7_000, "quiet"),  # over our limit only
+    ],
+)
+def test_an_image_with_too_many_pixels_is_a_422(
+    stack: Stack, postgres: PostgresServer, side: int, pillow: str
+) -> None:
+    ratio = side * side / Image.MAX_IMAGE_PIXELS
+    assert {"error": ratio > 2, "warning": 1 < ratio <= 2, "quiet": ratio <= 1}[pillow]
+    assert side * side > MAX_IMAGE_PIXELS
+    png = blank_png(side, side)
+    assert len(png) < 100_000  # small on the wire, huge once decoded
+    before = job_count(postgres)
+    body = GOOD | {"images": [base64.b64encode(png).decode()]}
+    response = stack.client.post("/api/videos/generate", json=body)
+    assert response.status_code == 422, f"{side}x{side}: {response.status_code} {response.text}"
+    assert response.json()["detail"] == "invalid request"
+    errors = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert "pixels" in errors["images.0"], errors
+    assert str(MAX_IMAGE_PIXELS) in errors["images.0"]
+    assert job_count(postgres) == before
+
+
+def test_database_error_text_is_not_returned_to_clients(
+    stack: Stack, postgres: PostgresServer
+) -> None:
+    """A failing statement is a 503 that names no table, SQL, host or port; the log has it."""
+    postgres.query("ALTER TABLE video_jobs RENAME TO video_jobs_away")
+    try:
+        response = stack.client.get(f"/api/videos/{uuid.uuid4()}")
+    finally:
+        postgres.query("ALTER TABLE video_jobs_away RENAME TO video_jobs")
+    assert response.status_code == 503, response.text
+    assert response.json()["detail"].startswith("database unavailable")
+    for leak in ("video_jobs", "relation", "PostgreSQL", "SELECT", "127.0.0.1", str(postgres.port)):
+        assert leak not in response.text, response.text
+    assert 'relation "video_jobs" does not exist' in stack.logs()

@@ -24,7 +24,7 @@ RESOLUTION_ALIASES = {
 _RESOLUTION = re.compile(r"^\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*$")
 _DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP"}
-MAX_IMAGE_PIXELS = 40_000_000
+MAX_IMAGE_PIXELS = 40_000_000  # below Pillow's Image.MAX_IMAGE_PIXELS (about 89 million)
 MIN_SIDE = 64
 
 
@@ -101,6 +101,13 @@ def decode_image(value: str, index: int) -> bytes:
             if w * h > MAX_IMAGE_PIXELS:
                 raise ValueError(f"image {index} has {w}x{h} pixels, over {MAX_IMAGE_PIXELS}")
             img.verify()
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses at open (before our check) an image over twice its
+        # MAX_IMAGE_PIXELS; between one and two times it only warns, and the
+        # check above, lower than Pillow's, rejects it.
+        raise ValueError(
+            f"image {index} is over the limit of {MAX_IMAGE_PIXELS} pixels ({exc})"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"image {index} is not a readable image ({exc})") from None
     return data

@@ -23,21 +23,52 @@ def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+
+def _fitting_prefix(word: str, fnt: Font, width: int) -> int:
+    """The longest prefix of ``word`` (at least one character) within ``width`` pixels.
+
+    Gallops (2, 4, 8, ...) to bracket the cut, then bisects the bracket: each
+    line costs O(log line) ``getlength`` calls on strings at most twice the
+    line, so an unbroken word of n characters wraps in O(n log n) work, where
+    scanning down from the whole word was O(n^2) calls. Prefix widths grow
+    with the prefix, so the cut is the one that scan found.
+    """
+    fits, probe = 1, 2  # word[:fits] is kept (one character even when too wide)
+    while probe < len(word) and fnt.getlength(word[:probe]) <= width:
+        fits, probe = probe, probe * 2
+    if probe < len(word):
+        over = probe  # measured: too wide
+    elif fnt.getlength(word) <= width:
+        return len(word)
+    else:
+        over = len(word)
+    while over - fits > 1:
+        middle = (fits + over) // 2
+        if fnt.getlength(word[:middle]) <= width:
+            fits = middle
+        else:
+            over = middle
+    return fits
+
+
 def wrap(text: str, fnt: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> list[str]:
     """Greedy word wrap to ``width`` pixels; a word longer than a line is split."""
     lines: list[str] = []
     for paragraph in text.splitlines() or [""]:
         line = ""
         for word in paragraph.split():
-            while fnt.getlength(word) > width and len(word) > 1:
-                cut = len(word)
-                while cut > 1 and fnt.getlength(word[:cut]) > width:
-                    cut -= 1
-                if line:
-                    lines.append(line)
-                    line = ""
-                lines.append(word[:cut])
-                word = word[cut:]
+            if len(word) > 1 and fnt.getlength(word) > width:
+                while len(word) > 1:
+                    cut = _fitting_prefix(word, fnt, width)
+                    if cut == len(word):
+                        break
+                    if line:
+                        lines.append(line)
+                        line = ""
+                    lines.append(word[:cut])
+                    word = word[cut:]
             candidate = f"{line} {word}".strip()
             if fnt.getlength(candidate) <= width:
                 line = candidate
