@@ -355,7 +355,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except QueueError as exc:
             db.delete_job(job.id)  # no message, no job: the client may retry
             log.error("%s", exc)
-            return _problem(503, "the queue is unavailable; retry later")
+            return _problem(503, "the queue is unavailable; retry later")  # the detail is logged
         return JSONResponse(
             status_code=202,
             content={

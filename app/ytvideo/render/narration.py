@@ -320,14 +320,7 @@ class OpenAIProvider(_HttpProvider):
 
 def choose_provider(settings: Settings) -> NarrationProvider:
     """NARRATION_PROVIDER, or (``auto``) the first keyed cloud voice, else espeak-ng."""
-    choice = settings.narration_provider
-    if choice == "auto":
-        if settings.elevenlabs_api_key:
-            choice = "elevenlabs"
-        elif settings.openai_api_key:
-            choice = "openai"
-        else:
-            choice = "espeak"
+    choice = settings.narration_choice()  # the API's cost estimate makes the same choice
     if choice == "elevenlabs":
         if not settings.elevenlabs_api_key:
             raise NarrationError("NARRATION_PROVIDER=elevenlabs needs ELEVENLABS_API_KEY")
