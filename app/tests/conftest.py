@@ -77,6 +77,9 @@ def _stack_env(postgres: PostgresServer, redis_server: RedisServer) -> dict[str,
         "VIDEO_DEFAULT_FPS": "10",
         "HEALTH_CHECK_TIMEOUT_SECONDS": "2",
         "DEPLOYMENT_COLOR": "blue",
+        # The reaper's sweeps (lost messages, retention) every second.
+        "JOB_REQUEUE_INTERVAL_SECONDS": "1",
+        "MEDIA_RETENTION_CHECK_SECONDS": "1",
     }
 
 

@@ -164,3 +164,34 @@ def test_a_job_past_its_deadline_is_stopped_and_failed(
     assert job["failure"]["stage"] == "deadline"
     assert "JOB_DEADLINE_SECONDS" in job["failure"]["reason"]
     assert list((tmp_path / "stack/media").glob("*.mp4")) == []
+
+
+def test_media_past_retention_are_deleted_and_the_file_is_gone(
+    stack: Stack, postgres: PostgresServer
+) -> None:
+    job_id = stack.generate(**SMALL | {"images": [_png()]}).json()["id"]
+    job = stack.wait_finished(job_id)
+    assert job["status"] == "completed", job
+    video = Path(job["output_path"])
+    assert video.is_file()
+    postgres.query(
+        "UPDATE video_jobs SET finished_at = now() - interval '31 days' WHERE id = %s", (job_id,)
+    )
+    # The session stack's worker sweeps and checks retention every second.
+    wait_for("the retention sweep", lambda: not video.exists(), 30, stack.logs)
+    assert postgres.query("SELECT count(*) FROM video_job_images WHERE job_id = %s", (job_id,)) == [
+        (0,)
+    ]
+    assert stack.client.get(f"/api/videos/{job_id}").json()["media_deleted_at"]
+    assert stack.client.get(f"/api/videos/{job_id}/file").status_code == 410
+
+
+def _png() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (128, 72), (200, 40, 40)).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()

@@ -134,6 +134,7 @@ def _job_document(row: dict[str, Any]) -> dict[str, Any]:
         "created_at": iso(row["created_at"]),
         "started_at": iso(row["started_at"]),
         "finished_at": iso(row["finished_at"]),
+        "media_deleted_at": iso(row.get("media_deleted_at")),
     }
 
 
@@ -397,7 +398,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if row["status"] != "completed":
             return _problem(409, f"video {video_id} is {row['status']}, not completed")
         path = Path(row["output_path"])
-        if not path.is_file():
+        if row.get("media_deleted_at") or not path.is_file():
             return _problem(410, f"video {video_id} is no longer available")
         return FileResponse(path, media_type="video/mp4", filename=f"{video_id}.mp4")
 

@@ -155,6 +155,9 @@ class Settings:
     requeue_interval_seconds: float = 30.0
     # A job queued this long is published again (its message may be lost).
     queue_sweep_seconds: float = 300.0
+    # Videos and uploaded images of jobs finished this long ago are deleted.
+    media_retention_days: float = 30.0
+    media_retention_check_seconds: float = 3600.0
     max_attempts: int = 3
     cost_metric_window_seconds: int = 3600
     rates: Rates = field(default_factory=Rates)
@@ -259,6 +262,10 @@ class Settings:
             stale_job_seconds=_number(env, "JOB_STALE_SECONDS", 120.0, 0.5),
             requeue_interval_seconds=_number(env, "JOB_REQUEUE_INTERVAL_SECONDS", 30.0, 0.1),
             queue_sweep_seconds=_number(env, "JOB_QUEUE_SWEEP_SECONDS", 300.0, 0.5),
+            media_retention_days=_number(env, "MEDIA_RETENTION_DAYS", 30.0, 0.0001),
+            media_retention_check_seconds=_number(
+                env, "MEDIA_RETENTION_CHECK_SECONDS", 3600.0, 1.0
+            ),
             max_attempts=_int(env, "JOB_MAX_ATTEMPTS", 3, 1),
             cost_metric_window_seconds=_int(env, "COST_METRIC_WINDOW_SECONDS", 3600, 1),
             jwt_secret=env.get("JWT_SECRET", ""),

@@ -32,8 +32,8 @@ ON CONFLICT (name, label) DO UPDATE SET value = video_counters.value + 1
 _PUBLIC_COLUMNS = (
     "id, title, width, height, duration_seconds, fps, image_count, status, attempts, "
     "failure_stage, failure_reason, output_path, encoder, device, narration_provider, "
-    "cost_dollars, cost_breakdown, estimated_cost_dollars, user_id, created_at, started_at, "
-    "finished_at"
+    "cost_dollars, cost_breakdown, estimated_cost_dollars, user_id, media_deleted_at, created_at, "
+    "started_at, finished_at"
 )
 
 
@@ -459,6 +459,26 @@ class Database:
             )
             retry = [(uuid.UUID(str(job_id)), queue) for job_id, queue in cur.fetchall()]
         return retry, failed
+
+    def expire_media(self, older_than_days: float, limit: int = 500) -> list[str]:
+        """Jobs finished more than ``older_than_days`` ago lose their uploaded images now;
+        their video paths are returned (marked deleted) for the caller to remove."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE video_jobs SET media_deleted_at = now() WHERE id IN ("
+                " SELECT id FROM video_jobs WHERE status IN ('completed', 'failed', 'cancelled')"
+                " AND media_deleted_at IS NULL"
+                " AND finished_at < now() - make_interval(secs => %s) LIMIT %s)"
+                " RETURNING id, output_path",
+                (older_than_days * 86400, limit),
+            )
+            rows = cur.fetchall()
+            if rows:
+                cur.execute(
+                    "DELETE FROM video_job_images WHERE job_id = ANY(%s::uuid[])",
+                    ([str(r[0]) for r in rows],),
+                )
+        return [path for _, path in rows if path]
 
     def unqueued_jobs(self, older_than_seconds: float) -> list[tuple[uuid.UUID, str]]:
         """Queued jobs that may have no message: queued longer than ``older_than_seconds``

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task
@@ -58,6 +59,7 @@ class Reaper(threading.Thread):
         super().__init__(name="stale-job-reaper", daemon=True)
         self.settings, self.db, self.celery = settings, db, celery
         self.stopped = threading.Event()
+        self._media_checked = -float("inf")
 
     def sweep(self) -> tuple[list[tuple[uuid.UUID, str]], list[uuid.UUID]]:
         retry, failed = self.db.stale_jobs(
@@ -76,7 +78,36 @@ class Reaper(threading.Thread):
                 self.settings.queue_sweep_seconds,
             )
             enqueue_render(self.celery, queue, job_id)
+        self.expire_media()
         return retry + unqueued, failed
+
+    def expire_media(self) -> list[Path]:
+        """Delete the videos (and images) of jobs past MEDIA_RETENTION_DAYS, once every
+        MEDIA_RETENTION_CHECK_SECONDS; only files under MEDIA_DIR are touched."""
+        now = time.monotonic()
+        if now - self._media_checked < self.settings.media_retention_check_seconds:
+            return []
+        self._media_checked = now
+        media = self.settings.media_dir.resolve()
+        removed = []
+        for name in self.db.expire_media(self.settings.media_retention_days):
+            path = Path(name).resolve()
+            if media not in path.parents:
+                log.warning("retention: %s is not under MEDIA_DIR %s; left alone", path, media)
+                continue
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("retention: cannot delete %s: %s", path, exc)
+                continue
+            removed.append(path)
+        if removed:
+            log.info(
+                "retention: deleted %d videos older than %g days",
+                len(removed),
+                self.settings.media_retention_days,
+            )
+        return removed
 
     def run(self) -> None:
         while not self.stopped.wait(self.settings.requeue_interval_seconds):

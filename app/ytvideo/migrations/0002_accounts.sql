@@ -1,6 +1,7 @@
 -- compatible: true
 -- Accounts: users with hashed passwords and a per-user rate limit; each job
--- belongs to a user and keeps its cost estimate and its deadline. Only new
+-- belongs to a user and keeps its cost estimate, its deadline and when its
+-- media were deleted (retention). Only new
 -- tables and nullable columns, so the previous release runs against it.
 CREATE TABLE users (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -14,7 +15,8 @@ CREATE TABLE users (
 ALTER TABLE video_jobs
     ADD COLUMN user_id bigint REFERENCES users (id),
     ADD COLUMN estimated_cost_dollars double precision,
-    ADD COLUMN deadline_at timestamptz;
+    ADD COLUMN deadline_at timestamptz,
+    ADD COLUMN media_deleted_at timestamptz;
 CREATE INDEX video_jobs_user_created ON video_jobs (user_id, created_at DESC);
 -- A job its owner cancelled: the old release only reads the status.
 ALTER TABLE video_jobs DROP CONSTRAINT video_jobs_status_check;
