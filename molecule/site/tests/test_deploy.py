@@ -76,7 +76,7 @@ RELEASES = {
     "never-binds": "ENTRYPOINT "
     + json.dumps(["sh", "-c", WORKER_AS_IS + f'exec python -c "{NEVER_BINDS}"']),
     "fails-later": "ENTRYPOINT " + json.dumps(["sh", "-c", FAILS_LATER]),
-    "schema-3": 'LABEL org.ytempire.schema.version="3" org.ytempire.schema.compatible-from="2"',
+    "schema-3": 'LABEL org.ytempire.schema.version="3" org.ytempire.schema.compatible-from="3"',
 }
 # A small, valid render: the long requests' body and the mid-render job.
 SMALL_VIDEO = {
@@ -544,7 +544,8 @@ def test_a_release_whose_schema_the_serving_color_cannot_run_is_refused(host, ru
     green_file = host.file("/opt/ytempire/docker-compose.green.yml").content_string
     rc, out = run("deploy", deploy_image=image("schema-3"))
     assert rc != 0, out
-    assert "migrates to schema 3, which needs schema 2 or newer" in out
+    assert "migrates to schema 3, which needs schema 3 or newer" in out
+    assert "the serving color runs schema 2" in out
     assert {f: state_file(host, f) for f in before} == before
     assert host.file("/opt/ytempire/docker-compose.green.yml").content_string == green_file
     assert_one_color_serves(host, "blue")

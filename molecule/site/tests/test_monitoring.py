@@ -80,13 +80,17 @@ def traffic(host, s3, api_auth):
     database and a daily backup (offsite to the S3 server), then two scrapes, so that
     rates, the latency histogram, the cost and the backup panels have data,
     and no earlier fault test's failed backup is the last one, whichever tests
-    ran before. (The drill's and the deploys' panels have the
-    metrics the backup and deploy tests left.)"""
+    ran before; and a restore drill. (The deploys' panels have the metrics the
+    deploy tests left.)"""
     # Both scopes the backup tests leave failed runs in (their fault cases):
     # a good run of each is what a healthy platform has.
     for scope in ("database", "daily"):
         done = host.run(f"/usr/local/sbin/ytempire-backup run {scope}")
         assert done.rc == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    # A restore drill of the newest point, for the drill's panels (the backup tests run
+    # after this module, beside the disaster recovery).
+    done = host.run("/usr/local/sbin/ytempire-backup drill")
+    assert done.rc == 0, done.stdout[-2000:] + done.stderr[-2000:]
     for path in ("/health", "/health", "/", "/api/no-such-route"):
         host.run(f"curl -sk -o /dev/null https://127.0.0.1{path}")
     body = shlex.quote(json.dumps(VIDEO))
