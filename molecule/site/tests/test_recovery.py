@@ -73,7 +73,7 @@ class Recovery:
 
 
 @pytest.fixture(scope="session")
-def recovery(host, target, s3, tmp_path_factory, run_playbook, start_playbook):
+def recovery(client, target, s3, tmp_path_factory, run_playbook, start_playbook):
     # The server's data at its newest point: a row the new host must serve.
     marker = f"disaster recovery {time.time():.0f}"
     sql(target, "DROP TABLE IF EXISTS dr_marker; CREATE TABLE dr_marker (note text)")
@@ -96,7 +96,7 @@ def recovery(host, target, s3, tmp_path_factory, run_playbook, start_playbook):
         "playbooks/backup.yml", {"backup_scope": "database", "backup_run_settings": settings}
     )
     assert rc == 0, out
-    assert not host.file("/backup/points").exists, "the client must start with no local point"
+    assert not client.file("/backup/points").exists, "the client must start with no local point"
 
     # The client as the only host of group ytempire, with the scenario's variables.
     work = tmp_path_factory.mktemp("recovery")
