@@ -216,7 +216,7 @@ def test_prune_keeps_the_current_and_previous_color(host):
     # The color files are the platform's (the stack role's, then the deploy's):
     # kept aside and put back afterwards.
     host.check_output(
-        "mkdir -p /opt/ytempire /tmp/prune-test"
+        "mkdir -p /tmp/prune-test"
         " && for f in current_env previous_env; do"
         " [ ! -e /opt/ytempire/$f ] || cp -a /opt/ytempire/$f /tmp/prune-test/; done"
         " && echo blue > /opt/ytempire/current_env && echo green > /opt/ytempire/previous_env"
@@ -235,8 +235,12 @@ def test_prune_keeps_the_current_and_previous_color(host):
         assert host.run("docker image inspect ytempire/registry:2").rc == 0
     finally:
         host.run(
+            # File by file: `cp -a dir/. /opt/ytempire/` would also give
+            # /opt/ytempire the scratch directory's owner and mode.
             "rm -f /opt/ytempire/current_env /opt/ytempire/previous_env"
-            " && cp -a /tmp/prune-test/. /opt/ytempire/ && rm -rf /tmp/prune-test"
+            " && for f in current_env previous_env; do"
+            " [ ! -e /tmp/prune-test/$f ] || cp -a /tmp/prune-test/$f /opt/ytempire/; done"
+            " && rm -rf /tmp/prune-test"
         )
 
 
