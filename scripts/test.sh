@@ -23,63 +23,103 @@ lint() {
   shell_scripts | xargs -0 shellcheck &&
   ansible-playbook --syntax-check site.yml playbooks/*.yml
 }
-# Two workers (the CI machine has two cores); each test module keeps its own
-# host (--dist loadscope), so a module's fixtures are built once.
+# Two workers (the CI machine has two cores), one beside the site scenario;
+# each test module keeps its own host (--dist loadscope), so a module's
+# fixtures are built once.
 pytest_repo() { pytest -n "${PYTEST_WORKERS:-2}" --dist loadscope tests; }
 pytest_app() { pytest app/tests; }
-# The scenarios run side by side, MOLECULE_JOBS at a time (2: the focused
-# ones spend their time in package installs and image loads, which overlap the
-# site scenario's converge well on two cores). Each line is prefixed with its
-# scenario; the image scripts the scenarios call lock per archive.
+# Two lanes: the site scenario (the longest step by far, most of its verify
+# spent waiting on alerts, restarts and the disaster recovery) starts first,
+# in the background; the other steps, then the focused scenarios, run one
+# after another beside it, so at most two heavy jobs share the two cores.
+# Lines of a scenario are prefixed with its name; the image scripts they call
+# lock per archive. TEST_LANES=1 runs everything one after another.
 # DOCKER_TIMEOUT: removing a container whose volume holds a nested engine's
 # images takes the engine past community.docker's 60 s default on a busy
 # 2-core machine (the destroy step failed so after the site scenario).
-scenario_report=""
-molecule_all() {
-  export DOCKER_TIMEOUT=${DOCKER_TIMEOUT:-600}
-  local scenario failed=0 rc took logs
-  local scenarios=${MOLECULE_SCENARIOS:-$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done)}
-  logs=$(mktemp -d)
-  for scenario in $scenarios; do
-    while [ "$(jobs -rp | wc -l)" -ge "${MOLECULE_JOBS:-2}" ]; do wait -n || true; done
-    echo "--- molecule test -s $scenario (${MOLECULE_DISTRO:-debian12})"
-    (
-      start=$SECONDS
-      molecule test -s "$scenario" 2>&1 | tee "$logs/$scenario.log" | sed -u "s/^/[$scenario] /"
-      echo "${PIPESTATUS[0]} $((SECONDS - start))" > "$logs/$scenario"
-    ) &
-  done
-  wait
-  for scenario in $scenarios; do
-    read -r rc took < "$logs/$scenario" || { rc=1 took=0; }
-    if [ "$rc" -eq 0 ]; then result=passed; else result=FAILED; failed=1; fi
-    scenario_report+=$(printf '  %-7s %-7s %4ss' "$scenario" "$result" "$took")$'\n'
-    # Interleaved output buries a scenario's failure far from the end: repeat
-    # its failing lines here, where the last screen of the run shows them.
-    if [ "$rc" -ne 0 ]; then
-      echo "--- why $scenario failed (its first failing lines)"
-      grep -E '^(fatal|failed): |^FAILED |^E   |CRITICAL|Executed: Failed' "$logs/$scenario.log" |
-        grep -v -e RETRYING -e "default/molecule.yml' glob failed" | head -25 | cut -c1-400 | sed "s/^/[$scenario] /"
-    fi
-  done
-  rm -rf "$logs"
+export DOCKER_TIMEOUT=${DOCKER_TIMEOUT:-600}
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+scenario() {  # scenario NAME: molecule test, its result a line of $results/report
+  local name=$1 start=$SECONDS rc
+  echo "--- molecule test -s $name (${MOLECULE_DISTRO:-debian12})"
+  molecule test -s "$name" 2>&1 | tee "$results/$name.log" | sed -u "s/^/[$name] /"
+  rc=${PIPESTATUS[0]}
+  printf '  %-14s %s %5ss\n' "$name" "$rc" "$((SECONDS - start))" >> "$results/report"
+  # Interleaved output buries a scenario's failure far from the end: the
+  # summary repeats its failing lines.
+  if [ "$rc" -ne 0 ]; then
+    grep -E '^(fatal|failed): |^FAILED |^E   |CRITICAL|Executed: Failed' "$results/$name.log" |
+      grep -v -e RETRYING -e "default/molecule.yml' glob failed" | head -25 | cut -c1-400 |
+      sed "s/^/[$name] /" > "$results/why.$name"
+  fi
+  rm -f "$results/$name.log"
+  return "$rc"
+}
+scenarios() {  # the focused scenarios one after another (each boots its own hosts)
+  local name failed=0
+  for name in "$@"; do scenario "$name" || failed=1; done
   return $failed
+}
+step() {  # step NAME FUNCTION [ARG...]: its result a line of $results/report
+  local name=$1 start=$SECONDS rc=0
+  shift
+  echo "=== $name"
+  "$@" || rc=$?
+  printf '%-16s %s %5ss\n' "$name" "$rc" "$((SECONDS - start))" >> "$results/report"
+  return "$rc"
 }
 
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(lint pytest app molecule)
-passed=0 failed=0 report=""
-for step in "${steps[@]}"; do
-  case "$step" in
-    lint) fn=lint ;; pytest) fn=pytest_repo ;; app) fn=pytest_app ;; molecule) fn=molecule_all ;;
-    *) echo "test.sh: unknown step '$step' (lint, pytest, app, molecule)" >&2; exit 2 ;;
-  esac
-  echo "=== $step"
-  start=$SECONDS
-  if $fn; then result=passed; passed=$((passed + 1)); else result=FAILED; failed=$((failed + 1)); fi
-  report+=$(printf '%-9s %-7s %4ss' "$step" "$result" "$((SECONDS - start))")$'\n'
-  [ "$step" = molecule ] && report+=$scenario_report
+all=${MOLECULE_SCENARIOS:-$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done)}
+site="" focused=""
+for name in $all; do
+  if [ "$name" = site ]; then site=site; else focused+="$name "; fi
 done
+lane=""
+for s in "${steps[@]}"; do
+  case "$s" in
+    lint | pytest | app) ;;
+    molecule)
+      if [ -n "$site" ] && [ "${TEST_LANES:-2}" != 1 ]; then
+        scenario site &
+        lane=$!
+        # Beside the site scenario pytest takes one worker, not two.
+        export PYTEST_WORKERS=${PYTEST_WORKERS:-1}
+      fi ;;
+    *) echo "test.sh: unknown step '$s' (lint, pytest, app, molecule)" >&2; exit 2 ;;
+  esac
+done
+for s in "${steps[@]}"; do
+  case "$s" in
+    lint) step lint lint ;;
+    pytest) step pytest pytest_repo ;;
+    app) step app pytest_app ;;
+    molecule)
+      if [ -n "$lane" ]; then
+        # shellcheck disable=SC2086  # a list of names
+        step focused scenarios $focused
+      else
+        # shellcheck disable=SC2086
+        step molecule scenarios $site $focused
+      fi ;;
+  esac
+done
+[ -z "$lane" ] || wait "$lane"
+
+# The report, in the order things finished: name, exit code, wall time.
+report="" passed=0 failed=0
+while read -r name rc took; do
+  if [ "$rc" -eq 0 ]; then passed=$((passed + 1)); r=passed; else failed=$((failed + 1)); r=FAILED; fi
+  indent=""
+  case "$name" in lint | pytest | app | focused | molecule) ;; *) indent="  " ;; esac
+  report+=$(printf '%-16s %-7s %6s' "$indent$name" "$r" "$took")$'\n'
+done < <(cat "$results/report" 2>/dev/null)
+for f in "$results"/why.*; do
+  [ -e "$f" ] && { echo "--- why ${f##*/why.} failed (its first failing lines)"; cat "$f"; }
+done
+[ -z "$lane" ] || report+="(the site scenario ran beside the other steps)"$'\n'
 printf '\n=== summary (%ss in all, bootstrap included)\n%s' "$SECONDS" "$report"
-echo "steps: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+echo "results: $passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ -s "$results/report" ]
