@@ -1,4 +1,4 @@
-"""Fixtures: real PostgreSQL and Redis, a speech API emulator, and app stacks.
+"""Fixtures: real PostgreSQL and Redis, the speech and YouTube emulators, and app stacks.
 
 ``app/`` goes on sys.path so ``import ytvideo`` works from the repository root
 with nothing installed beyond app/requirements*.txt. This folder is not a
@@ -22,7 +22,8 @@ for path in (TESTS_DIR.parent, TESTS_DIR):  # app/ for ytvideo, app/tests for th
         sys.path.insert(0, str(path))
 
 from ytvideo_emulator import SpeechEmulator  # noqa: E402
-from ytvideo_services import PostgresServer, RedisServer, Stack  # noqa: E402
+from ytvideo_services import YOUTUBE_TOKEN_KEY, PostgresServer, RedisServer, Stack  # noqa: E402
+from ytvideo_youtube_emulator import YouTubeEmulator  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -120,6 +121,44 @@ def cloud_stack(
     service = Stack("cloud", tmp_path_factory.mktemp("cloud"), env)
     try:
         service.start_api()
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def youtube_api() -> Iterator[YouTubeEmulator]:
+    """The OAuth token endpoint and resumable upload emulator (module-wide)."""
+    emulator = YouTubeEmulator()
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="module")
+def youtube_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres: PostgresServer,
+    redis_server: RedisServer,
+    youtube_api: YouTubeEmulator,
+) -> Iterator[Stack]:
+    """An API and a worker on queue ``youtube`` whose uploads go to the emulator, in
+    256 KiB chunks, with sweeps and retries in seconds."""
+    env = _stack_env(postgres, redis_server) | {
+        "YOUTUBE_CLIENT_ID": youtube_api.state.client_id,
+        "YOUTUBE_CLIENT_SECRET": youtube_api.state.client_secret,
+        "YOUTUBE_TOKEN_KEY": YOUTUBE_TOKEN_KEY,
+        "YOUTUBE_TOKEN_URL": youtube_api.token_url,
+        "YOUTUBE_API_BASE_URL": youtube_api.url,
+        "YOUTUBE_CHUNK_BYTES": str(256 * 1024),
+        "YOUTUBE_RETRY_BASE_SECONDS": "0.05",
+        "YOUTUBE_UPLOAD_RETRY_SECONDS": "1",
+        "JOB_QUEUE_SWEEP_SECONDS": "1",
+    }
+    service = Stack("youtube", tmp_path_factory.mktemp("youtube"), env)
+    try:
+        service.start_api()
+        service.start_worker()
         yield service
     finally:
         service.stop()

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from ytvideo_services import (
     ADMIN_PASSWORD,
+    ADMIN_RATE_LIMIT,
     ADMIN_USERNAME,
     APP_DIR,
     REPO_DIR,
@@ -130,6 +131,7 @@ def test_image_healthcheck_passes_and_it_renders(
         "JWT_SECRET": TEST_JWT_SECRET,
         "API_ADMIN_USERNAME": ADMIN_USERNAME,
         "API_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "API_ADMIN_RATE_LIMIT_PER_MINUTE": ADMIN_RATE_LIMIT,
     }
     common = ["--network", "host", "-v", f"{media}:/var/lib/ytvideo/media"]
     for key, value in env.items():

@@ -87,12 +87,13 @@ def test_a_job_whose_workers_keep_dying_fails_as_worker_lost(
     """After JOB_MAX_ATTEMPTS claims the reaper gives up and says why."""
     speech_api.state.hold = threading.Event()
     job_id = submit(cloud_stack)
+    # Before the job is stale: any stack's reaper (the session's too) may fail it.
+    before = cloud_stack.metrics()
     postgres.query(  # as if two workers had already died on it
         "UPDATE video_jobs SET status = 'running', attempts = 3, worker = 'gone:1',"
         " heartbeat_at = now() - interval '1 hour' WHERE id = %s",
         (job_id,),
     )
-    before = cloud_stack.metrics()
     cloud_stack.start_worker()
     job = wait_for(
         "job failed as worker_lost",

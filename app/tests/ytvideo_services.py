@@ -30,6 +30,11 @@ APP_DIR = Path(__file__).resolve().parents[1]
 TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789abcdef"  # noqa: S105
 ADMIN_USERNAME = "admin"
 ADMIN_PASSWORD = "test-admin-password"  # noqa: S105
+# Every stack of the session logs in as the admin, against one PostgreSQL and one
+# Redis: its limit is shared, and polls of slow renders on a loaded machine went
+# past the default 60 a minute. test_auth limits a user of its own.
+ADMIN_RATE_LIMIT = "1000000"
+YOUTUBE_TOKEN_KEY = "5f" * 32  # the tests' key for refresh tokens at rest
 REPO_DIR = APP_DIR.parent
 
 
@@ -295,6 +300,7 @@ class Stack:
             "JWT_SECRET": TEST_JWT_SECRET,
             "API_ADMIN_USERNAME": ADMIN_USERNAME,
             "API_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "API_ADMIN_RATE_LIMIT_PER_MINUTE": ADMIN_RATE_LIMIT,
             **env,
         }
         self.api = AppProcess("api", self.env, base / "api.log")

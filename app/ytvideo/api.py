@@ -36,6 +36,14 @@ from .metrics import HttpMetrics, HttpMetricsMiddleware, VideoMetricsCollector
 from .migrate import MigrationError
 from .queue import QueueError, enqueue_render, make_celery
 from .schemas import GenerateRequest, RequestProblems, validate_request
+from .youtube import (
+    TokenCipher,
+    YouTubeAuthError,
+    YouTubeClient,
+    YouTubeError,
+    YouTubeSettings,
+    channel_context,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +143,22 @@ def _job_document(row: dict[str, Any]) -> dict[str, Any]:
         "started_at": iso(row["started_at"]),
         "finished_at": iso(row["finished_at"]),
         "media_deleted_at": iso(row.get("media_deleted_at")),
+        "youtube": _upload_document(row.get("youtube"), iso),
+    }
+
+
+def _upload_document(upload: dict[str, Any] | None, iso: Any) -> dict[str, Any] | None:
+    if upload is None:
+        return None
+    video_id = upload["youtube_video_id"]
+    return {
+        "privacy": upload["privacy"],
+        "status": upload["status"],
+        "attempts": upload["attempts"],
+        "video_id": video_id,
+        "url": f"https://www.youtube.com/watch?v={video_id}" if video_id else None,
+        "next_attempt_at": iso(upload["not_before"]) if upload["status"] == "waiting" else None,
+        "error": upload["error"],
     }
 
 
@@ -159,6 +183,15 @@ class DeploymentColorMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_color)
+
+
+class ChannelRequest(BaseModel):
+    """A YouTube channel to link: the OAuth 2 refresh token its owner granted
+    (scope youtube.upload) to this server's client id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: str = Field(min_length=1, max_length=2048)
 
 
 class LoginRequest(BaseModel):
@@ -202,6 +235,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     http_metrics = HttpMetrics(registry)
     registry.register(VideoMetricsCollector(db, settings.cost_metric_window_seconds))
     metrics_networks = [ipaddress.ip_network(n) for n in settings.metrics_allowed_networks]
+    youtube = YouTubeSettings.from_env()
+    # A key that is set but malformed stops the API here, not at the first link.
+    cipher = TokenCipher.from_settings(youtube) if youtube.token_key else None
+    not_configured = (
+        "YouTube upload is not configured on this server "
+        "(YOUTUBE_CLIENT_ID, YOUTUBE_CLIENT_SECRET and YOUTUBE_TOKEN_KEY)"
+    )
     schema = {"ready": False}
 
     def ensure_schema() -> None:
@@ -335,6 +375,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "errors": [{"field": "script", "message": "the video would cost too much"}],
                 },
             )
+        if body.youtube is not None:
+            if cipher is None or not youtube.configured:
+                return _problem(422, not_configured)
+            ensure_schema()
+            if db.channel(user.id) is None:
+                return _problem(
+                    422,
+                    "link a YouTube channel first (PUT /api/youtube/channel), or leave out youtube",
+                )
         if dry_run:  # validated and estimated; nothing stored or queued
             return JSONResponse(status_code=200, content={"dry_run": True, "estimate": estimate})
         ensure_schema()
@@ -349,6 +398,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.queue_name,
             user_id=user.id,
             estimated_cost_dollars=estimate["total_dollars"],
+            youtube_privacy=body.youtube.privacy if body.youtube else None,
         )
         db.insert_job(job, req.images)
         try:
@@ -366,6 +416,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "estimate": estimate,
             },
         )
+
+    @app.get("/api/youtube/channel")
+    def get_channel(user: CurrentUser) -> JSONResponse:
+        ensure_schema()
+        linked = db.channel(user.id)
+        return JSONResponse(
+            content={
+                "configured": cipher is not None and youtube.configured,
+                "linked": linked is not None,
+                "linked_at": linked[1].isoformat() if linked else None,
+            }
+        )
+
+    @app.put("/api/youtube/channel")
+    def link_channel(body: ChannelRequest, user: CurrentUser) -> JSONResponse:
+        """Check the refresh token with Google's token endpoint, then keep it encrypted."""
+        if cipher is None or not youtube.configured:
+            return _problem(503, not_configured)
+        ensure_schema()
+        try:
+            with YouTubeClient(youtube, body.refresh_token) as client:
+                client.access_token(force=True)
+        except YouTubeAuthError:
+            return _problem(
+                422, "YouTube's token endpoint refused this refresh token; nothing was stored"
+            )
+        except YouTubeError as exc:
+            log.warning("linking a channel for user %s: %s", user.id, exc)
+            return _problem(502, "YouTube's token endpoint did not answer; retry later")
+        stored = cipher.encrypt(body.refresh_token, channel_context(user.id))
+        linked_at = db.link_channel(user.id, stored)
+        return JSONResponse(content={"linked": True, "linked_at": linked_at.isoformat()})
+
+    @app.delete("/api/youtube/channel")
+    def unlink_channel(user: CurrentUser) -> JSONResponse:
+        ensure_schema()
+        failed = db.unlink_channel(user.id)
+        return JSONResponse(content={"linked": False, "uploads_cancelled": failed})
 
     @app.get("/api/videos")
     def list_videos(user: CurrentUser, limit: int = 50) -> JSONResponse:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg2
@@ -61,6 +62,7 @@ class NewJob:
     queue: str
     user_id: int | None = None
     estimated_cost_dollars: float | None = None
+    youtube_privacy: str | None = None  # upload to the user's channel when completed
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,23 @@ class ClaimedJob:
     duration_seconds: float
     fps: int
     images: list[bytes]
+    upload: bool = False  # a YouTube upload waits for the video
+
+
+@dataclass(frozen=True)
+class ClaimedUpload:
+    job_id: uuid.UUID
+    lease: uuid.UUID
+    attempt: int
+    privacy: str
+    title: str
+    script: str
+    output_path: str
+    user_id: int | None
+    refresh_token_encrypted: str | None  # None: the user has no linked channel
+
+
+_UPLOAD_COLUMNS = "job_id, privacy, status, attempts, not_before, youtube_video_id, error"
 
 
 @dataclass(frozen=True)
@@ -200,6 +219,11 @@ class Database:
                     "INSERT INTO video_job_images (job_id, position, data) VALUES (%s, %s, %s)",
                     (str(job.id), position, psycopg2.Binary(data)),
                 )
+            if job.youtube_privacy is not None:
+                cur.execute(
+                    "INSERT INTO youtube_uploads (job_id, privacy) VALUES (%s, %s)",
+                    (str(job.id), job.youtube_privacy),
+                )
 
     def delete_job(self, job_id: uuid.UUID) -> None:
         with self.connection() as conn, conn.cursor() as cur:
@@ -218,7 +242,8 @@ class Database:
                 params,
             )
             row = cur.fetchone()
-        return dict(row) if row else None
+            rows = _with_uploads(cur, [dict(row)] if row else [])
+        return rows[0] if rows else None
 
     def list_jobs(self, user_id: int, limit: int = 50) -> list[dict[str, Any]]:
         """The user's newest jobs first."""
@@ -231,7 +256,7 @@ class Database:
                 " ORDER BY created_at DESC LIMIT %s",
                 (user_id, limit),
             )
-            return [dict(r) for r in cur.fetchall()]
+            return _with_uploads(cur, [dict(r) for r in cur.fetchall()])
 
     def cancel_job(self, job_id: uuid.UUID, user_id: int) -> tuple[bool, str | None]:
         """Cancel the user's queued or running job: (cancelled now, its status; None: no
@@ -339,9 +364,11 @@ class Database:
                 (str(job_id),),
             )
             images = [bytes(r[0]) for r in cur.fetchall()]
+            cur.execute("SELECT 1 FROM youtube_uploads WHERE job_id = %s", (str(job_id),))
+            upload = cur.fetchone() is not None
         attempt, title, script, width, height, duration, fps = row
         return ClaimedJob(
-            job_id, lease, attempt, title, script, width, height, duration, fps, images
+            job_id, lease, attempt, title, script, width, height, duration, fps, images, upload
         )
 
     def heartbeat(self, job_id: uuid.UUID, lease: uuid.UUID) -> bool:
@@ -495,6 +522,137 @@ class Database:
             )
             return [(uuid.UUID(str(job_id)), queue) for job_id, queue in cur.fetchall()]
 
+    # --- YouTube ---------------------------------------------------------------
+
+    def link_channel(self, user_id: int, refresh_token_encrypted: str) -> datetime:
+        """Store (or replace) the user's channel; returns when it was linked."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO youtube_channels (user_id, refresh_token_encrypted) VALUES (%s, %s)"
+                " ON CONFLICT (user_id) DO UPDATE SET refresh_token_encrypted ="
+                " excluded.refresh_token_encrypted, linked_at = now() RETURNING linked_at",
+                (user_id, refresh_token_encrypted),
+            )
+            return cur.fetchone()[0]
+
+    def channel(self, user_id: int) -> tuple[str, datetime] | None:
+        """The user's encrypted refresh token and when it was linked, or None."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT refresh_token_encrypted, linked_at FROM youtube_channels"
+                " WHERE user_id = %s",
+                (user_id,),
+            )
+            row = cur.fetchone()
+            return (row[0], row[1]) if row else None
+
+    def unlink_channel(self, user_id: int) -> int:
+        """Forget the user's channel; their uploads not yet done fail. Returns how many."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM youtube_channels WHERE user_id = %s", (user_id,))
+            cur.execute(
+                "UPDATE youtube_uploads u SET status = 'failed', lease = NULL, updated_at = now(),"
+                " error = 'the YouTube channel was unlinked before the upload'"
+                " FROM video_jobs j WHERE j.id = u.job_id AND j.user_id = %s"
+                " AND u.status IN ('waiting', 'uploading')",
+                (user_id,),
+            )
+            return cur.rowcount
+
+    def claim_upload(self, job_id: uuid.UUID, stale_seconds: float) -> ClaimedUpload | None:
+        """Take the job's upload when its video is completed and still on disk, the
+        upload is due (not_before passed) or its uploader stopped ``stale_seconds`` ago."""
+        lease = uuid.uuid4()
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE youtube_uploads u SET status = 'uploading', lease = %s,"
+                " attempts = u.attempts + 1, started_at = now(), updated_at = now()"
+                " FROM video_jobs j WHERE u.job_id = %s AND j.id = u.job_id"
+                " AND j.status = 'completed' AND j.media_deleted_at IS NULL"
+                " AND ((u.status = 'waiting' AND u.not_before <= now())"
+                " OR (u.status = 'uploading' AND u.started_at < now() - make_interval(secs => %s)))"
+                " RETURNING u.attempts, u.privacy, j.title, j.script, j.output_path, j.user_id",
+                (str(lease), str(job_id), stale_seconds),
+            )
+            row = cur.fetchone()
+            if row is None:
+                return None
+            attempt, privacy, title, script, output_path, user_id = row
+            cur.execute(
+                "SELECT refresh_token_encrypted FROM youtube_channels WHERE user_id = %s",
+                (user_id,),
+            )
+            token = cur.fetchone()
+        return ClaimedUpload(
+            job_id,
+            lease,
+            attempt,
+            privacy,
+            title,
+            script,
+            output_path,
+            user_id,
+            token[0] if token else None,
+        )
+
+    def _end_upload(self, job_id: uuid.UUID, lease: uuid.UUID, sql: str, params: tuple) -> bool:
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                f"UPDATE youtube_uploads SET lease = NULL, updated_at = now(), {sql}"  # noqa: S608  constant SQL
+                " WHERE job_id = %s AND lease = %s AND status = 'uploading' RETURNING status",
+                (*params, str(job_id), str(lease)),
+            )
+            row = cur.fetchone()
+            if row:
+                cur.execute(_BUMP, ("youtube_uploads_total", row[0]))
+            return row is not None
+
+    def finish_upload(self, job_id: uuid.UUID, lease: uuid.UUID, video_id: str) -> bool:
+        return self._end_upload(
+            job_id,
+            lease,
+            "status = 'uploaded', youtube_video_id = %s, published_at = now(), error = NULL",
+            (video_id,),
+        )
+
+    def reschedule_upload(
+        self, job_id: uuid.UUID, lease: uuid.UUID, not_before: datetime, error: str
+    ) -> bool:
+        """Back to waiting until ``not_before`` (a quota that resets, a backoff)."""
+        return self._end_upload(
+            job_id, lease, "status = 'waiting', not_before = %s, error = %s", (not_before, error)
+        )
+
+    def fail_upload(self, job_id: uuid.UUID, lease: uuid.UUID, error: str) -> bool:
+        return self._end_upload(job_id, lease, "status = 'failed', error = %s", (error,))
+
+    def due_uploads(
+        self, older_than_seconds: float, stale_seconds: float
+    ) -> list[tuple[uuid.UUID, str]]:
+        """Uploads to publish again: due and untouched for ``older_than_seconds`` (their
+        message was lost, or their quota wait is over), or held by an uploader silent
+        for ``stale_seconds``. Uploads of jobs that ended without a video fail here."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE youtube_uploads u SET status = 'failed', lease = NULL,"
+                " updated_at = now(), error = 'the video job ended ' || j.status"
+                " || CASE WHEN j.media_deleted_at IS NULL THEN ''"
+                " ELSE ' and its video was deleted' END"
+                " FROM video_jobs j WHERE j.id = u.job_id AND u.status = 'waiting'"
+                " AND (j.status IN ('failed', 'cancelled') OR j.media_deleted_at IS NOT NULL)",
+            )
+            cur.execute(
+                "UPDATE youtube_uploads u SET updated_at = now() FROM video_jobs j"
+                " WHERE j.id = u.job_id AND j.status = 'completed' AND (("
+                " u.status = 'waiting' AND u.not_before <= now()"
+                " AND u.updated_at < now() - make_interval(secs => %s))"
+                " OR (u.status = 'uploading' AND u.started_at < now() - make_interval(secs => %s)"
+                " AND u.updated_at < now() - make_interval(secs => %s)))"
+                " RETURNING u.job_id, j.queue",
+                (older_than_seconds, stale_seconds, older_than_seconds),
+            )
+            return [(uuid.UUID(str(job_id)), queue) for job_id, queue in cur.fetchall()]
+
     def video_metrics(self, window_seconds: int) -> VideoMetrics:
         with self.connection() as conn, conn.cursor() as cur:
             cur.execute("SELECT name, label, value FROM video_counters")
@@ -518,6 +676,19 @@ class Database:
                 in_flight[status] = int(n)
                 oldest_age[status] = max(float(age or 0.0), 0.0)
         return VideoMetrics(counters, costs, in_flight, oldest_age)
+
+
+def _with_uploads(cur: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each job row with its YouTube upload (``youtube``: a dict, or None)."""
+    if rows:
+        cur.execute(
+            "SELECT " + _UPLOAD_COLUMNS + " FROM youtube_uploads WHERE job_id = ANY(%s::uuid[])",  # noqa: S608  constant columns
+            ([str(r["id"]) for r in rows],),
+        )
+        uploads = {str(u["job_id"]): dict(u) for u in cur.fetchall()}
+        for row in rows:
+            row["youtube"] = uploads.get(str(row["id"]))
+    return rows
 
 
 def _one_line(exc: BaseException) -> str:

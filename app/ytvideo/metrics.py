@@ -113,6 +113,17 @@ class VideoMetricsCollector(Collector):
                 failures.add_metric([stage], value)
         yield failures
 
+        uploads = CounterMetricFamily(
+            "ytvideo_youtube_uploads",
+            "YouTube uploads that ended an attempt, by outcome (uploaded, waiting: retried or"
+            " waiting for the quota, failed)",
+            labels=["status"],
+        )
+        for (name, status), value in sorted(data.counters.items()):
+            if name == "youtube_uploads_total":
+                uploads.add_metric([status], value)
+        yield uploads
+
         cost = GaugeMetricFamily(
             "video_processing_cost_dollars",
             "Cost of each recently finished video (compute plus providers)",

@@ -15,6 +15,7 @@ from celery import Celery
 from .config import Settings
 
 RENDER_TASK = "ytvideo.render_video"
+UPLOAD_TASK = "ytvideo.upload_youtube"  # after the render, on the same queue
 
 
 class QueueError(RuntimeError):
@@ -46,9 +47,18 @@ def make_celery(settings: Settings) -> Celery:
 
 def enqueue_render(app: Celery, queue: str, job_id: uuid.UUID) -> None:
     """Publish one render message; raise QueueError when Redis does not take it."""
+    _publish(app, RENDER_TASK, queue, job_id)
+
+
+def enqueue_upload(app: Celery, queue: str, job_id: uuid.UUID) -> None:
+    """Publish one YouTube upload message; raise QueueError when Redis does not take it."""
+    _publish(app, UPLOAD_TASK, queue, job_id)
+
+
+def _publish(app: Celery, task: str, queue: str, job_id: uuid.UUID) -> None:
     try:
         app.send_task(
-            RENDER_TASK,
+            task,
             args=[str(job_id)],
             queue=queue,
             retry=True,
@@ -60,4 +70,6 @@ def enqueue_render(app: Celery, queue: str, job_id: uuid.UUID) -> None:
             },
         )
     except Exception as exc:  # kombu raises several types for a dead broker
-        raise QueueError(f"could not queue job {job_id} on queue {queue!r}: {exc}") from exc
+        raise QueueError(
+            f"could not queue {task} for job {job_id} on queue {queue!r}: {exc}"
+        ) from exc

@@ -7,6 +7,7 @@ import binascii
 import io
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +29,14 @@ MAX_IMAGE_PIXELS = 40_000_000  # below Pillow's Image.MAX_IMAGE_PIXELS (about 89
 MIN_SIDE = 64
 
 
+class YouTubeRequest(BaseModel):
+    """Upload the finished video to the user's linked channel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    privacy: Literal["private", "unlisted", "public"] = "private"
+
+
 class GenerateRequest(BaseModel):
     """Body of POST /api/videos/generate."""
 
@@ -41,6 +50,9 @@ class GenerateRequest(BaseModel):
     resolution: str = Field(default="1280x720", description="WIDTHxHEIGHT or an alias like 720p")
     duration: float = Field(gt=0, description="Length of the video in seconds")
     fps: int | None = Field(default=None, ge=1, le=60, description="Frames per second")
+    youtube: YouTubeRequest | None = Field(
+        default=None, description="Upload to the linked YouTube channel once completed"
+    )
 
 
 @dataclass(frozen=True)

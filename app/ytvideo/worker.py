@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,27 @@ from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutdown
 
 from .config import Settings
-from .db import Database, DatabaseError
-from .queue import RENDER_TASK, QueueError, enqueue_render, make_celery
+from .db import ClaimedUpload, Database, DatabaseError
+from .queue import (
+    RENDER_TASK,
+    UPLOAD_TASK,
+    QueueError,
+    enqueue_render,
+    enqueue_upload,
+    make_celery,
+)
+from .youtube import (
+    QuotaExceeded,
+    TokenCipher,
+    TokenCipherError,
+    YouTubeAuthError,
+    YouTubeError,
+    YouTubeSettings,
+    channel_context,
+    quota_reset_after,
+    safe_text,
+    upload_video,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +75,16 @@ class Reaper(threading.Thread):
     """Re-queues jobs whose worker died, and queued jobs whose message may be lost;
     fails those out of attempts."""
 
-    def __init__(self, settings: Settings, db: Database, celery: Celery) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        celery: Celery,
+        youtube: YouTubeSettings | None = None,
+    ) -> None:
         super().__init__(name="stale-job-reaper", daemon=True)
         self.settings, self.db, self.celery = settings, db, celery
+        self.youtube = youtube or YouTubeSettings.from_env({})
         self.stopped = threading.Event()
         self._media_checked = -float("inf")
 
@@ -78,6 +105,12 @@ class Reaper(threading.Thread):
                 self.settings.queue_sweep_seconds,
             )
             enqueue_render(self.celery, queue, job_id)
+        # Uploads whose message was lost, whose quota wait is over, or whose uploader died.
+        for job_id, queue in self.db.due_uploads(
+            self.settings.queue_sweep_seconds, self.youtube.upload_stale_seconds
+        ):
+            log.info("job %s: its YouTube upload is due; publishing it", job_id)
+            enqueue_upload(self.celery, queue, job_id)
         self.expire_media()
         return retry + unqueued, failed
 
@@ -120,11 +153,15 @@ class Reaper(threading.Thread):
 class RenderWorker:
     """Per-process state: settings, database, and the tools found on first use."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, youtube: YouTubeSettings | None = None) -> None:
         self.settings = settings
         self.db = Database(settings.database_url, settings.check_timeout_seconds)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._tools: Any = None
+        self.celery: Celery | None = None  # where a finished job's upload is published
+        self.youtube = youtube or YouTubeSettings.from_env()
+        # A key that is set but malformed stops the worker here, not at the first upload.
+        self.cipher = TokenCipher.from_settings(self.youtube) if self.youtube.token_key else None
 
     def tools(self) -> Any:
         if self._tools is None:
@@ -215,19 +252,93 @@ class RenderWorker:
         if not recorded:
             log.warning("job %s finished here but another worker owns it now", job_id)
             return "skipped"
+        if job.upload and self.celery is not None:
+            try:
+                enqueue_upload(self.celery, self.settings.queue_name, job.id)
+            except QueueError as exc:  # the reaper's sweep publishes it later
+                log.warning("job %s: %s", job_id, exc)
         return "completed"
+
+    def upload(self, job_id: uuid.UUID) -> str:
+        """Upload the job's finished video to its owner's channel; returns the upload's
+        status now (uploaded, waiting: to be tried again later, failed) or ``skipped``."""
+        claimed = self.db.claim_upload(job_id, self.youtube.upload_stale_seconds)
+        if claimed is None:
+            log.info("job %s: no YouTube upload is due (done, waiting, or elsewhere)", job_id)
+            return "skipped"
+        log.info("job %s: YouTube upload, attempt %d", job_id, claimed.attempt)
+        try:
+            video_id = self._upload(claimed)
+        except QuotaExceeded as exc:
+            when = quota_reset_after(datetime.now(UTC))
+            log.warning("job %s: YouTube quota exhausted; next try at %s", job_id, when)
+            self.db.reschedule_upload(
+                job_id, claimed.lease, when, f"{exc}; waiting for the quota to reset at {when}"
+            )
+            return "waiting"
+        except (YouTubeAuthError, TokenCipherError, ValueError, FileNotFoundError) as exc:
+            # Retrying will not help: a revoked or unreadable token, metadata or a
+            # missing file. The message says what to do.
+            log.error("job %s: YouTube upload failed: %s", job_id, exc)
+            self.db.fail_upload(job_id, claimed.lease, str(exc))
+            return "failed"
+        except YouTubeError as exc:
+            if claimed.attempt >= self.youtube.upload_attempts:
+                log.error("job %s: YouTube upload failed for good: %s", job_id, exc)
+                self.db.fail_upload(
+                    job_id, claimed.lease, f"{exc} (after {claimed.attempt} attempts)"
+                )
+                return "failed"
+            delay = self.youtube.upload_retry_seconds * 2 ** (claimed.attempt - 1)
+            when = datetime.now(UTC) + timedelta(seconds=delay)
+            log.warning("job %s: YouTube upload failed, next try at %s: %s", job_id, when, exc)
+            self.db.reschedule_upload(job_id, claimed.lease, when, str(exc))
+            return "waiting"
+        if not self.db.finish_upload(job_id, claimed.lease, video_id):
+            log.warning("job %s: uploaded as %s, but the upload was taken over", job_id, video_id)
+            return "skipped"
+        return "uploaded"
+
+    def _upload(self, claimed: ClaimedUpload) -> str:
+        if self.cipher is None or not self.youtube.configured:
+            raise YouTubeAuthError(
+                "YouTube upload is not configured on this worker (YOUTUBE_CLIENT_ID, "
+                "YOUTUBE_CLIENT_SECRET and YOUTUBE_TOKEN_KEY)"
+            )
+        if claimed.refresh_token_encrypted is None or claimed.user_id is None:
+            raise YouTubeAuthError("the job's owner has no linked YouTube channel")
+        refresh_token = self.cipher.decrypt(
+            claimed.refresh_token_encrypted, channel_context(claimed.user_id)
+        )
+        return upload_video(
+            claimed.output_path,
+            safe_text(claimed.title, 100) or "Video",
+            safe_text(claimed.script, 5000, encoded=True),
+            claimed.privacy,
+            refresh_token=refresh_token,
+            settings=self.youtube,
+        )
 
 
 def make_worker_app(settings: Settings) -> Celery:
     """The Celery app with the render task and the reaper wired in."""
     app = make_celery(settings)
     worker = RenderWorker(settings)
-    reaper = Reaper(settings, worker.db, app)
+    reaper = Reaper(settings, worker.db, app, worker.youtube)
+    worker.celery = app
 
     @app.task(name=RENDER_TASK, bind=True, max_retries=None)
     def render(task: Task, job_id: str) -> str:
         try:
             return worker.process(uuid.UUID(job_id))
+        except DatabaseError as exc:
+            log.warning("job %s: database unavailable, retrying in 10 s: %s", job_id, exc)
+            raise task.retry(countdown=10, exc=exc) from exc
+
+    @app.task(name=UPLOAD_TASK, bind=True, max_retries=None)
+    def upload(task: Task, job_id: str) -> str:
+        try:
+            return worker.upload(uuid.UUID(job_id))
         except DatabaseError as exc:
             log.warning("job %s: database unavailable, retrying in 10 s: %s", job_id, exc)
             raise task.retry(countdown=10, exc=exc) from exc

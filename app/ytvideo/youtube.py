@@ -1,6 +1,7 @@
 """Upload finished videos to YouTube (Data API v3, resumable uploads).
 
-Interface for the worker (not wired in yet; the worker, db and config own that):
+The worker's upload task (worker.RenderWorker.upload) and the API's channel
+endpoints use it so:
 
     yt = YouTubeSettings.from_env()              # once, at start
     cipher = TokenCipher.from_settings(yt)       # once, at start
@@ -60,8 +61,11 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 from cryptography.exceptions import InvalidTag
@@ -146,6 +150,17 @@ class YouTubeSettings:
     timeout_seconds: float = 60.0
     max_retries: int = 6
     retry_base_seconds: float = 1.0
+    # The worker's upload jobs: an uploader silent this long is presumed dead (its
+    # upload is taken over), and an upload that failed is tried this many times,
+    # upload_retry_seconds apart (doubling).
+    upload_stale_seconds: float = 3600.0
+    upload_attempts: int = 5
+    upload_retry_seconds: float = 300.0
+
+    @property
+    def configured(self) -> bool:
+        """Whether uploads can work: the OAuth client and the key for tokens at rest."""
+        return bool(self.client_id and self.client_secret and self.token_key)
 
     def __post_init__(self) -> None:
         if self.chunk_bytes <= 0 or self.chunk_bytes % UPLOAD_GRANULARITY:
@@ -176,6 +191,9 @@ class YouTubeSettings:
             timeout_seconds=_number(env, "YOUTUBE_TIMEOUT_SECONDS", 60.0, 1.0),
             max_retries=_int(env, "YOUTUBE_MAX_RETRIES", 6, 0),
             retry_base_seconds=_number(env, "YOUTUBE_RETRY_BASE_SECONDS", 1.0, 0.0),
+            upload_stale_seconds=_number(env, "YOUTUBE_UPLOAD_STALE_SECONDS", 3600.0, 1.0),
+            upload_attempts=_int(env, "YOUTUBE_UPLOAD_ATTEMPTS", 5, 1),
+            upload_retry_seconds=_number(env, "YOUTUBE_UPLOAD_RETRY_SECONDS", 300.0, 0.0),
         )
 
 
@@ -544,6 +562,41 @@ class YouTubeClient:
                 f"{what} answered HTTP {status} ({', '.join(sorted(reasons)) or 'no reason'}): "
                 f"{message}"
             )
+
+
+def channel_context(user_id: int) -> bytes:
+    """What a stored refresh token is bound to: its user (a row copied to another user
+    does not decrypt)."""
+    return f"youtube-channel:{user_id}".encode()
+
+
+def quota_reset_after(moment: datetime) -> datetime:
+    """When YouTube's daily quota next resets: midnight Pacific time after ``moment``.
+
+    Without the time zone database, midnight PST (UTC-8): an hour late in summer,
+    never early."""
+    try:
+        pacific: tzinfo = ZoneInfo("America/Los_Angeles")
+    except ZoneInfoNotFoundError:
+        pacific = timezone(timedelta(hours=-8))
+    local = moment.astimezone(pacific)
+    midnight = datetime.combine(local.date() + timedelta(days=1), dt_time(0), tzinfo=pacific)
+    return midnight.astimezone(UTC)
+
+
+def safe_text(text: str, limit: int, *, encoded: bool = False) -> str:
+    """``text`` as YouTube takes it: no < or >, within ``limit`` characters (bytes
+    when ``encoded``), cut at a word where possible."""
+    text = " ".join(text.replace("<", "(").replace(">", ")").split())
+    size = (lambda t: len(t.encode())) if encoded else len
+    if size(text) <= limit:
+        return text
+    budget = limit - size("…")
+    cut = text
+    while size(cut) > budget:  # each pass drops at least a quarter of the excess
+        cut = cut[: -max(1, (size(cut) - budget) // 4)]
+    head, _, _ = cut.rpartition(" ")
+    return (head if len(head) > len(cut) // 2 else cut).rstrip() + "…"
 
 
 def video_metadata(

@@ -51,6 +51,10 @@ CASES = {
         {"ytempire_api_admin_password": "short-pw"},
         "stack_api_admin_password 12 or more",
     ),
+    "a YouTube client without the key for its tokens at rest": (
+        {"ytempire_youtube_client_id": "ops.apps.googleusercontent.com"},
+        "Missing secret(s): stack_youtube_token_key.",
+    ),
     "the example vault's value": (
         {"ytempire_n8n_encryption_key": "change-me-n8n-encryption-key"},
         "Missing secret(s): stack_n8n_encryption_key.",

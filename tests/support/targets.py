@@ -35,6 +35,7 @@ TEST_SECRETS = {
     "ytempire_elevenlabs_api_key": "",
     "ytempire_youtube_client_id": "",
     "ytempire_youtube_client_secret": "",
+    "ytempire_youtube_token_key": "",
     # The monitoring's receivers (its default: Slack and PagerDuty).
     "ytempire_slack_webhook_url": "https://hooks.slack.invalid/services/pytest",
     "ytempire_pagerduty_routing_key": "pytest-pagerduty-routing-key",

@@ -68,6 +68,8 @@ FAILS_LATER = (
     f"while [ ! -e /var/lib/ytvideo/media/{FAIL_TRIGGER} ]; do sleep 0.5; done; "
     f'kill $api; wait $api; exec python -c "{SERVER_500}"'
 )
+# The schema the app migrates to: its number of migrations.
+SCHEMA = len(list((ROOT / "app/ytvideo/migrations").glob("[0-9][0-9][0-9][0-9]_*.sql")))
 RELEASES = {
     "release-2": 'LABEL org.ytempire.release="2"',
     "release-3": 'LABEL org.ytempire.release="3"',
@@ -76,7 +78,9 @@ RELEASES = {
     "never-binds": "ENTRYPOINT "
     + json.dumps(["sh", "-c", WORKER_AS_IS + f'exec python -c "{NEVER_BINDS}"']),
     "fails-later": "ENTRYPOINT " + json.dumps(["sh", "-c", FAILS_LATER]),
-    "schema-3": 'LABEL org.ytempire.schema.version="3" org.ytempire.schema.compatible-from="3"',
+    # A release whose migrations the serving color cannot run against.
+    "schema-next": f'LABEL org.ytempire.schema.version="{SCHEMA + 1}"'
+    f' org.ytempire.schema.compatible-from="{SCHEMA + 1}"',
 }
 # A small, valid render: the long requests' body and the mid-render job.
 SMALL_VIDEO = {
@@ -542,10 +546,10 @@ def test_a_color_that_fails_in_the_watch_window_is_reverted(host, run, start):
 def test_a_release_whose_schema_the_serving_color_cannot_run_is_refused(host, run):
     before = {f: state_file(host, f) for f in ("current_env", "previous_env")}
     green_file = host.file("/opt/ytempire/docker-compose.green.yml").content_string
-    rc, out = run("deploy", deploy_image=image("schema-3"))
+    rc, out = run("deploy", deploy_image=image("schema-next"))
     assert rc != 0, out
-    assert "migrates to schema 3, which needs schema 3 or newer" in out
-    assert "the serving color runs schema 2" in out
+    assert f"migrates to schema {SCHEMA + 1}, which needs schema {SCHEMA + 1} or newer" in out
+    assert f"the serving color runs schema {SCHEMA}" in out
     assert {f: state_file(host, f) for f in before} == before
     assert host.file("/opt/ytempire/docker-compose.green.yml").content_string == green_file
     assert_one_color_serves(host, "blue")
