@@ -294,6 +294,10 @@ class RenderWorker:
             log.warning("job %s: YouTube upload failed, next try at %s: %s", job_id, when, exc)
             self.db.reschedule_upload(job_id, claimed.lease, when, str(exc))
             return "waiting"
+        except Exception as exc:  # a bug here must not leave the upload held for an hour
+            log.exception("job %s: YouTube upload failed unexpectedly", job_id)
+            self.db.fail_upload(job_id, claimed.lease, f"internal: {type(exc).__name__}: {exc}")
+            return "failed"
         if not self.db.finish_upload(job_id, claimed.lease, video_id):
             log.warning("job %s: uploaded as %s, but the upload was taken over", job_id, video_id)
             return "skipped"
