@@ -24,9 +24,10 @@ lint() {
   ansible-playbook --syntax-check site.yml playbooks/*.yml
 }
 # Two workers (the CI machine has two cores); each test module keeps its own
-# host (--dist loadscope), so a module's fixtures are built once.
-pytest_repo() { pytest -n "${PYTEST_WORKERS:-2}" --dist loadscope tests; }
-pytest_app() { pytest app/tests; }
+# host (--dist loadscope), so a module's fixtures are built once. The slowest
+# tests' times go to the log, for the CI budget.
+pytest_repo() { pytest -n "${PYTEST_WORKERS:-2}" --dist loadscope --durations=25 tests; }
+pytest_app() { pytest --durations=15 app/tests; }
 # The molecule step starts the site scenario (the longest by far) in the
 # background and runs the focused scenarios one after another beside it: they
 # spend their time in package installs and image loads, which overlap the site
