@@ -6,7 +6,7 @@
 #                                scripts/sandbox.sh up)
 #
 # The defaults run uses a configuration with only what the project needs to
-# run at all (roles, modules, module_utils, the inventory). Each run must end
+# run at all (roles, modules, module_utils, the inventory, the sandbox's vault). Each run must end
 # with changed=0 and failed=0, or the benchmark stops: a run that changes
 # something measures work, not re-run overhead. Prints both wall times (the
 # median over the rounds) and their ratio project / defaults.
@@ -27,6 +27,7 @@ inventory = $root/inventories/sandbox
 roles_path = $root/roles
 library = $root/plugins/modules
 module_utils = $root/plugins/module_utils
+vault_identity_list = sandbox@$root/inventories/sandbox/vault-password
 CFG
 
 # run NAME CONFIG: one site.yml; prints its wall time in seconds.
