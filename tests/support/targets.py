@@ -90,19 +90,24 @@ class Target:
         }
 
     def playbook(
-        self, playbook: str | Path, extra_vars: dict | None = None, check: bool = False
+        self,
+        playbook: str | Path,
+        extra_vars: dict | None = None,
+        check: bool = False,
+        aliases: dict[str, dict] | None = None,
+        environment: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a playbook of the repository against this host (group `ytempire`)."""
-        inventory = {
-            "ytempire": {
-                "hosts": {
-                    self.name: {
-                        "ansible_connection": "community.docker.docker",
-                        "ansible_host": self.name,
-                    }
-                },
-            }
-        }
+        """Run a playbook of the repository against this host (group `ytempire`).
+
+        `aliases` names the host several times in the inventory, each name with its
+        own host variables (ALIAS: VARS), instead of once as itself."""
+        connection = {"ansible_connection": "community.docker.docker", "ansible_host": self.name}
+        hosts = (
+            {alias: {**connection, **host_vars} for alias, host_vars in aliases.items()}
+            if aliases
+            else {self.name: connection}
+        )
+        inventory = {"ytempire": {"hosts": hosts}}
         scratch = ROOT / ".cache" / "pytest" / self.name
         scratch.mkdir(parents=True, exist_ok=True)
         (scratch / "inventory.json").write_text(json.dumps(inventory))
@@ -127,8 +132,9 @@ class Target:
             "PATH": TOOL_PATH,
             "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
             "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FACT_CACHING": "memory",
+            **(environment or {}),
         }
-        env["ANSIBLE_FACT_CACHING"] = "memory"
         return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
 
 
@@ -164,3 +170,59 @@ def assert_refused_unchanged(
     assert message in " ".join(output.split()), output
     assert target.diff() == before, "the failed run changed the host"
     return result
+
+
+@dataclass
+class Refusals:
+    """What one run of a playbook made of many cases of bad input at once."""
+
+    failures: dict[str, str]  # case: the text of its failed task's result ("" if none failed)
+    changed: set[str]  # paths the run changed on the host (`Target.diff`)
+    output: str  # the run's stderr, and its stdout when that is not the JSON report
+
+    def assert_refused(self, case: str, message: str) -> None:
+        """The case failed with `message` (whitespace-insensitive), and no case changed the host."""
+        failure = self.failures[case]
+        assert failure, f"{case}: the run did not fail for this case\n{self.output[-4000:]}"
+        assert message in failure, f"{case}: {message!r} not in its failure:\n{failure}"
+        assert not self.changed, f"the refused runs changed the host: {sorted(self.changed)}"
+
+
+def _strings(value) -> list[str]:
+    """Every string in a task result (its msg, argument_errors, stderr, ...), depth first."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def refuse_all(target: Target, playbook: str, cases: dict[str, dict]) -> Refusals:
+    """Run `playbook` once for every case of bad input (CASE: extra vars), each case a
+    name of `target` in the inventory with the case's variables as host variables.
+
+    One run instead of one per case: the playbook's start and its role includes,
+    which are most of a refused run's time, are paid once. Host variables win
+    over every group_vars and role default; no role sets a public variable in
+    vars/ or with set_fact (the precedence an extra var would have beaten)."""
+    aliases = {f"case-{i:02d}": host_vars for i, host_vars in enumerate(cases.values())}
+    names = dict(zip(aliases, cases, strict=True))
+    before = target.diff()
+    result = target.playbook(
+        playbook, aliases=aliases, environment={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
+    )
+    changed = target.diff() ^ before
+    try:
+        report = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        return Refusals(dict.fromkeys(cases, ""), changed, result.stdout + result.stderr)
+    failures = dict.fromkeys(cases, "")
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            for alias, outcome in task["hosts"].items():
+                if outcome.get("failed") and alias in names:
+                    text = " ".join(" ".join(_strings(outcome)).split())
+                    failures[names[alias]] += f"[{task['task']['name']}] {text} "
+    return Refusals(failures, changed, result.stderr)
