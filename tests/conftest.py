@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.targets import ROOT, Target, start_target, stop_target
+from tests.support.targets import ROOT, Refusals, Target, refuse_all, start_target, stop_target
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +26,16 @@ def fresh_host() -> Iterator[Target]:
         yield target
     finally:
         stop_target(target)
+
+
+@pytest.fixture(scope="module")
+def refusals(request, fresh_host) -> Refusals:
+    """The module's PLAYBOOK (site.yml unless it names one) run once for all of its
+    CASES (CASE: (variables, message)), each case a name of the fresh host with its
+    variables (tests.support.targets.refuse_all)."""
+    playbook = getattr(request.module, "PLAYBOOK", "site.yml")
+    cases = {case: variables for case, (variables, _) in request.module.CASES.items()}
+    return refuse_all(fresh_host, playbook, cases)
 
 
 @pytest.fixture(scope="session")

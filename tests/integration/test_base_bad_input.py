@@ -3,8 +3,6 @@ with a clear message before anything on the host changes."""
 
 import pytest
 
-from tests.support.targets import refuse_all
-
 CASES = {
     "unsupported distribution": (
         {"base_supported_distributions": [{"name": "Ubuntu", "versions": ["22.04"]}]},
@@ -43,12 +41,6 @@ CASES = {
         "admin user names unique and neither root nor ytempire",
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def refusals(fresh_host):
-    """site.yml run once for all the cases, each a name of the host with its variables."""
-    return refuse_all(fresh_host, "site.yml", {case: v for case, (v, _) in CASES.items()})
 
 
 @pytest.mark.docker

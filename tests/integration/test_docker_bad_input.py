@@ -3,8 +3,6 @@ fails with a clear message before anything on the host changes."""
 
 import pytest
 
-from tests.support.targets import refuse_all
-
 CASES = {
     "daemon option of the wrong type": (
         {"docker_daemon_options": {"live-restore": "yes"}},
@@ -56,12 +54,6 @@ CASES = {
         "docker_default_address_pools has 10.0.0.0/8, outside every network of",
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def refusals(fresh_host):
-    """site.yml run once for all the cases, each a name of the host with its variables."""
-    return refuse_all(fresh_host, "site.yml", {case: v for case, (v, _) in CASES.items()})
 
 
 @pytest.mark.docker

@@ -3,8 +3,6 @@ with a clear message before anything on the host changes."""
 
 import pytest
 
-from tests.support.targets import assert_refused_unchanged
-
 CASES = {
     "unknown sysctl key": (
         {"kernel_sysctl_extra": {"net.ipv4.tcp_no_such_knob": 1}},
@@ -35,6 +33,5 @@ CASES = {
 
 @pytest.mark.docker
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_bad_input_refused_before_change(fresh_host, case):
-    extra_vars, message = CASES[case]
-    assert_refused_unchanged(fresh_host, "site.yml", extra_vars, message)
+def test_bad_input_refused_before_change(refusals, case):
+    refusals.assert_refused(case, CASES[case][1])

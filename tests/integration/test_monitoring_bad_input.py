@@ -5,8 +5,6 @@ site.yml's first play."""
 
 import pytest
 
-from tests.support.targets import refuse_all
-
 BROKEN_RULE = [
     {
         "name": "operator",
@@ -52,12 +50,6 @@ CASES = {
         "email monitoring_alert_email_to, monitoring_alert_email_smarthost (host:port)",
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def refusals(fresh_host):
-    """site.yml run once for all the cases, each a name of the host with its variables."""
-    return refuse_all(fresh_host, "site.yml", {case: v for case, (v, _) in CASES.items()})
 
 
 @pytest.mark.docker

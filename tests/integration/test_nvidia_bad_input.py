@@ -11,7 +11,6 @@ from tests.support.targets import (
     DISTRO,
     Target,
     assert_refused_unchanged,
-    refuse_all,
     start_target,
     stop_target,
 )
@@ -104,12 +103,6 @@ GPU_CASES = {
         "modules do not drive it. Set nvidia_driver_open to false.",
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def refusals(fresh_host):
-    """The playbook run once for all the cases, each a name of the host with its variables."""
-    return refuse_all(fresh_host, PLAYBOOK, {case: v for case, (v, _) in CASES.items()})
 
 
 @pytest.mark.docker

@@ -3,8 +3,6 @@ fails with a clear message before anything on the host changes."""
 
 import pytest
 
-from tests.support.targets import refuse_all
-
 SSH = {"port": 22, "proto": "tcp"}
 
 CASES = {
@@ -55,12 +53,6 @@ CASES = {
         "ytempire_public_ports lists 22, 443, 80",
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def refusals(fresh_host):
-    """site.yml run once for all the cases, each a name of the host with its variables."""
-    return refuse_all(fresh_host, "site.yml", {case: v for case, (v, _) in CASES.items()})
 
 
 @pytest.mark.docker

@@ -6,7 +6,7 @@ import copy
 import pytest
 import yaml
 
-from tests.support.targets import MACHINE_VARS, ROOT, TEST_VARS, refuse_all
+from tests.support.targets import MACHINE_VARS, ROOT, TEST_VARS
 
 # Every test host's inventory has the secrets (TEST_SECRETS in tests/support/targets.py);
 # each case takes one away or spoils one with its extra vars.
@@ -109,12 +109,6 @@ CASES = {
         "stack_bind_address is 0.0.0.0: the services must publish on a local address",
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def refusals(fresh_host):
-    """site.yml run once for all the cases, each a name of the host with its variables."""
-    return refuse_all(fresh_host, "site.yml", {case: v for case, (v, _) in CASES.items()})
 
 
 @pytest.mark.docker
