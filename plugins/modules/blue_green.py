@@ -319,8 +319,8 @@ class Switch:
     def color_file(self, color: str) -> str:
         return os.path.join(self.p["project_dir"], f"docker-compose.{color}.yml")
 
-    def container(self, service: str) -> dict | None:
-        """docker inspect of the project's container for service, or None."""
+    def container_id(self, service: str) -> str | None:
+        """The id of the project's container for service, or None."""
         _, out, _ = self.run(
             [
                 "docker",
@@ -334,14 +334,33 @@ class Switch:
             ]
         )
         ids = out.split()
-        if not ids:
+        return ids[0] if ids else None
+
+    def container(self, service: str) -> dict | None:
+        """docker inspect of the project's container for service, or None."""
+        cid = self.container_id(service)
+        if cid is None:
             return None
-        _, out, _ = self.run(["docker", "inspect", ids[0]])
+        _, out, _ = self.run(["docker", "inspect", cid])
         return json.loads(out)[0]
 
     def running(self, service: str) -> bool:
-        info = self.container(service)
-        return bool(info and info["State"]["Running"] and not info["State"].get("Restarting"))
+        """One `docker ps` (no inspect): every docker call is on a rollback's clock."""
+        _, out, _ = self.run(
+            [
+                "docker",
+                "ps",
+                "--all",
+                "--format",
+                "{{.State}}",
+                "--filter",
+                f"label=com.docker.compose.project={self.p['compose_project']}",
+                "--filter",
+                f"label=com.docker.compose.service={service}",
+            ]
+        )
+        states = out.split()
+        return bool(states) and states[0] == "running"
 
     def image_info(self, ref: str) -> dict | None:
         rc, out, _ = self.run(["docker", "image", "inspect", ref], check=False)
@@ -517,27 +536,40 @@ class Switch:
         if old_id:
             self.run(["docker", "tag", old_id, color_tag(ref, color)], check=False)
 
-    def start_api(self, color: str) -> None:
+    def start_api(self, color: str, stopped: bool = False) -> None:
+        """Start color's API from its color file (recreated when that changed);
+        stopped: the caller saw it was not running (a rollback skips two inspects)."""
         with self.step("start") as s:
-            info = self.container(f"api-{color}")
+            info = None if stopped else self.container(f"api-{color}")
             if self.check:
                 s.changed, s.detail = True, f"would start api-{color}"
                 return
-            self.compose("up", "--detach", f"api-{color}")
-            after = self.container(f"api-{color}")
-            s.changed = not info or info["Id"] != after["Id"] or not info["State"]["Running"]
+            # create, then docker start: `up` waits about half a second for the
+            # health of PostgreSQL and Redis, which run (the gate reads /health, which
+            # checks both). create keeps the config hash that `up` computes, so the
+            # stack role's and the boot unit's `up` leave the container as it is.
+            self.compose("create", f"api-{color}")
+            created = self.container_id(f"api-{color}")
+            if created is None:
+                raise Failed(f"docker compose create api-{color} left no container")
+            self.run(["docker", "start", created])
+            if stopped:
+                s.changed = True
+            else:
+                after = self.container(f"api-{color}")
+                s.changed = not info or info["Id"] != after["Id"] or not info["State"]["Running"]
             done = "started" if s.changed else "already running"
             s.detail = f"api-{color} {done} on port {self.ports[color]}"
 
     def gate(self, color: str, fast: bool = False) -> None:
         """health_retries checks health_delay apart; fast (a rollback, where every
-        second counts) looks every 0.2 s within the same budget."""
+        second counts) looks every 0.05 s within the same budget."""
         with self.step("health") as s:
             if self.check:
                 s.detail = "skipped in check mode"
                 return
             retries, delay = self.p["health_retries"], self.p["health_delay"]
-            every = min(delay, 0.2) if fast else delay
+            every = min(delay, 0.05) if fast else delay
             deadline = time.monotonic() + retries * delay
             why, attempt = "", 0
             while True:
@@ -693,12 +725,22 @@ class Switch:
         return f"ytempire-retire-{color}"
 
     def cancel_retire(self, color: str) -> bool:
+        """Stop color's pending retirement; True when its timer was active. One
+        `systemctl show` when there is none (the transient units are gone once run)."""
         unit = self.timer_unit(color)
-        rc, out, _ = self.run(["systemctl", "is-active", f"{unit}.timer"], check=False)
-        active = out.strip() == "active"
-        if not self.check:
-            self.run(["systemctl", "stop", f"{unit}.timer", f"{unit}.service"], check=False)
-            self.run(["systemctl", "reset-failed", f"{unit}.timer", f"{unit}.service"], check=False)
+        units = [f"{unit}.timer", f"{unit}.service"]
+        _, out, _ = self.run(
+            ["systemctl", "show", "--property=LoadState,ActiveState", *units], check=False
+        )
+        shown = [
+            dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            for block in out.strip().split("\n\n")
+        ]
+        active = bool(shown) and shown[0].get("ActiveState") == "active"
+        loaded = any(u.get("LoadState", "loaded") != "not-found" for u in shown) or not shown
+        if loaded and not self.check:
+            self.run(["systemctl", "stop", *units], check=False)
+            self.run(["systemctl", "reset-failed", *units], check=False)
         return active
 
     def schedule_retire(self, old: str, new: str) -> None:
@@ -870,13 +912,23 @@ class Switch:
             o.result = "succeeded" if any(s.changed for s in o.steps) else "unchanged"
             return
         cancelled = self.cancel_retire(color)
+        # Every docker call from here to the switch is on the rollback's clock: each
+        # state is looked up once.
         with self.step("retained") as s:
             image, source = state["files"][color]["image"], state["files"][color]["source"]
             tag = color_tag(source, color)
-            tag_info = self.image_info(tag)
-            if self.running(f"api-{color}"):
+            running = self.running(f"api-{color}")
+            if running:
                 s.detail = f"api-{color} is still running (retained)"
-            elif self.image_info(image) is None and tag_info is not None:
+            elif self.image_info(image) is not None:
+                s.detail = f"api-{color} is retired; starting it again from {image}"
+            else:
+                tag_info = self.image_info(tag)
+                if tag_info is None:
+                    raise Refused(
+                        f"neither {image} nor {tag} is on the server: {color} cannot be started"
+                        " again"
+                    )
                 # The stack role's first file names the source image, which the prune removed.
                 new_text = render_color_file(
                     color, tag, source, tag_info["Id"], f"restored {utcnow()}"
@@ -885,18 +937,11 @@ class Switch:
                 if not self.check:
                     write_atomic(self.color_file(color), new_text)
                 s.changed, s.detail = True, f"{image} is gone; {color} runs its tag {tag}"
-            elif self.image_info(image) is None:
-                raise Refused(
-                    f"neither {image} nor {tag} is on the server: {color} cannot be started again"
-                )
-            else:
-                s.detail = f"api-{color} is retired; starting it again from {image}"
             if cancelled:
                 s.detail += "; its pending retirement cancelled"
-        if not self.running(f"api-{color}"):
-            self.start_api(color)
-        ok, why = self.healthy(color) if not self.check else (True, "")
-        if not ok:
+        if not running:
+            self.start_api(color, stopped=True)
+        if not self.check and (not running or not self.healthy(color)[0]):
             self.gate(color, fast=True)
         text = self.candidate(color)
         self.switch(color, text, state["upstream"])
