@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
@@ -63,6 +64,31 @@ def wait_for(what: str, check, timeout: float, interval: float = 5):
         time.sleep(interval)
 
 
+def seconds(duration: str) -> int:
+    """A Prometheus duration of one unit (30s, 1m, 2h) in seconds."""
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]
+
+
+@pytest.fixture(scope="module")
+def timing(host) -> dict[str, int]:
+    """The intervals the running Prometheus and Alertmanager use (the scenario's
+    inventory sets them shorter than the role's defaults), in seconds."""
+    prometheus = yaml.safe_load(
+        json.loads(host.check_output(f"curl -sf {PROMETHEUS}/api/v1/status/config"))["data"]["yaml"]
+    )["global"]
+    alertmanager = yaml.safe_load(
+        json.loads(host.check_output("curl -sf http://127.0.0.1:9093/api/v2/status"))["config"][
+            "original"
+        ]
+    )["route"]
+    return {
+        "scrape": seconds(prometheus["scrape_interval"]),
+        "evaluation": seconds(prometheus["evaluation_interval"]),
+        "group_wait": seconds(alertmanager.get("group_wait", "30s")),
+        "group_interval": seconds(alertmanager.get("group_interval", "5m")),
+    }
+
+
 def active_color(host) -> str:
     return host.file("/opt/ytempire/current_env").content_string.strip()
 
@@ -75,7 +101,7 @@ def container(host, service: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def traffic(host, s3, api_auth):
+def traffic(host, s3, api_auth, timing):
     """Requests through nginx (one answered 404), one video rendered and a
     database and a daily backup (offsite to the S3 server), then two scrapes, so that
     rates, the latency histogram, the cost and the backup panels have data,
@@ -115,7 +141,7 @@ def traffic(host, s3, api_auth):
         ),
         timeout=300,
     )
-    time.sleep(65)
+    time.sleep(2 * timing["scrape"] + 5)  # two scrapes
 
 
 @pytest.fixture(scope="module")
@@ -170,14 +196,14 @@ def test_every_dashboard_panel_has_data(host, traffic):
     print(f"panel queries with data: {checked}; GPU panels left out (no GPU): {skipped}")
 
 
-def test_postgres_down_reaches_slack_and_resolves(host, slack):
+def test_postgres_down_reaches_slack_and_resolves(host, slack, timing):
     rules = json.loads(host.check_output(f"curl -sf {PROMETHEUS}/api/v1/rules?type=alert"))
     (rule,) = [
         r for g in rules["data"]["groups"] for r in g["rules"] if r["name"] == "PostgresDown"
     ]
-    # Detection needs a scrape (30 s), then the rule's `for`, counted from
-    # the evaluation (30 s) that first sees it, then Alertmanager's group_wait.
-    bound = 30 + rule["duration"] + 30 + 10 + 15
+    # Detection needs a scrape, then the rule's `for`, counted from the
+    # evaluation that first sees it, then Alertmanager's group_wait (and 15 s to spare).
+    bound = timing["scrape"] + rule["duration"] + timing["evaluation"] + timing["group_wait"] + 15
     postgres = container(host, "postgres")
     started = time.monotonic()
     host.check_output(f"docker stop {postgres}")
@@ -201,8 +227,8 @@ def test_postgres_down_reaches_slack_and_resolves(host, slack):
         lambda: [
             b for b in slack if "PostgresDown" in json.dumps(b) and "RESOLVED" in json.dumps(b)
         ],
-        # A scrape, an evaluation, then the group's interval (the scenario's 1m).
-        timeout=30 + 30 + 60 + 30,
+        # A scrape, an evaluation, then the group's interval (and 30 s to spare).
+        timeout=timing["scrape"] + timing["evaluation"] + timing["group_interval"] + 30,
     )
     wait_for(
         "the API answering through nginx again",
