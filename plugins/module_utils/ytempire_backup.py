@@ -24,6 +24,12 @@ from dataclasses import dataclass, field
 FORMAT = 1
 MANIFEST = "manifest.json"
 POINTS_DIR = "points"
+# In the backup directory while a disaster recovery rebuilds this host: no point is
+# made and no retention runs until it is gone (playbooks/disaster-recovery.yml
+# writes it before site.yml and removes it after the restore). Without it the new
+# host's hourly timer pushed its empty database to S3 as the newest point, and the
+# recovery restored that.
+RECOVERY_HOLD = "recovery-in-progress"
 
 # What each scope of restore point holds (ops guide §4.1, the crontab).
 #   database: hourly, the logical dump and Redis;

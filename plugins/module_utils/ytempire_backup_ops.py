@@ -905,6 +905,16 @@ def _failure(
     return error
 
 
+def refuse_during_recovery(config: dict, what: str) -> None:
+    hold = os.path.join(config["backup_dir"], core.RECOVERY_HOLD)
+    if os.path.exists(hold):
+        raise BackupError(
+            f"a disaster recovery is rebuilding this host ({hold} exists): no {what} until it"
+            " has restored the data; if no recovery runs, finish it again"
+            " (playbooks/disaster-recovery.yml) or remove the file"
+        )
+
+
 def make_point(config: dict, scope: str, now: dt.datetime | None = None) -> dict:
     """Make, check and (when configured) upload one restore point, then apply retention.
 
@@ -915,6 +925,7 @@ def make_point(config: dict, scope: str, now: dt.datetime | None = None) -> dict
     """
     if scope not in core.SCOPES:
         raise BackupError(f"{scope!r} is not a scope ({', '.join(core.SCOPES)})")
+    refuse_during_recovery(config, "restore point is made")
     # Files of a point are root's alone: they hold the secrets.
     os.umask(0o077)
     now = (now or utcnow()).replace(microsecond=0)
@@ -1034,6 +1045,7 @@ def sync_offsite(config: dict, remote, pid: str) -> dict:
 
 def prune(config: dict) -> dict:
     """Retention on its own (a timer's or an operator's run), under the lock."""
+    refuse_during_recovery(config, "retention runs")
     with lock(config):
         return apply_retention(config)
 

@@ -264,6 +264,28 @@ def test_a_stopped_database_fails_the_backup(host, daily, s3, backup):
     assert s3.listing() == keys
 
 
+def test_no_point_and_no_pruning_while_a_recovery_holds_the_host(host, daily, s3, backup):
+    """The hold a disaster recovery writes before site.yml: the timers' runs and the
+    playbook's are refused, naming the file, and nothing reaches S3."""
+    hold = "/backup/recovery-in-progress"
+    before, keys = points(host), s3.listing()
+    host.check_output(f"echo 'disaster recovery started (test)' > {hold}")
+    try:
+        rc, out = backup("database")
+        timer = host.run("/usr/local/sbin/ytempire-backup run database")
+        prune = host.run("/usr/local/sbin/ytempire-backup prune")
+    finally:
+        host.check_output(f"rm -f {hold}")
+    assert rc != 0
+    assert f"a disaster recovery is rebuilding this host ({hold} exists)" in out, out
+    assert timer.rc != 0
+    assert "no restore point is made" in timer.stderr, timer.stderr
+    assert prune.rc != 0
+    assert "no retention runs" in prune.stderr, prune.stderr
+    assert points(host) == before
+    assert s3.listing() == keys
+
+
 @pytest.fixture
 def small_disk(host):
     """A 4 MiB filesystem to back up to."""

@@ -145,6 +145,7 @@ def test_a_fresh_host_serves_the_servers_data_from_s3_alone(host, recovery, figu
     out = recovery.log.read_text()
     assert rc == 0, out[-6000:]
     rto = (recovery.ended[0] if recovery.ended else time.monotonic()) - recovery.started
+    assert not host.file("/backup/recovery-in-progress").exists, "the hold outlived the restore"
     marker, video = recovery.marker, recovery.video
 
     assert sql(host, "SELECT string_agg(note, ',' ORDER BY note) FROM dr_marker") == (
