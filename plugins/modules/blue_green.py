@@ -319,22 +319,27 @@ class Switch:
     def color_file(self, color: str) -> str:
         return os.path.join(self.p["project_dir"], f"docker-compose.{color}.yml")
 
-    def container_id(self, service: str) -> str | None:
-        """The id of the project's container for service, or None."""
+    def ps(self, service: str, template: str) -> str | None:
+        """`docker ps --all` of the project's container for service, formatted by
+        template (one call: every docker call is on a rollback's clock), or None."""
         _, out, _ = self.run(
             [
                 "docker",
                 "ps",
                 "--all",
-                "--quiet",
+                "--format",
+                template,
                 "--filter",
                 f"label=com.docker.compose.project={self.p['compose_project']}",
                 "--filter",
                 f"label=com.docker.compose.service={service}",
             ]
         )
-        ids = out.split()
-        return ids[0] if ids else None
+        lines = out.split()
+        return lines[0] if lines else None
+
+    def container_id(self, service: str) -> str | None:
+        return self.ps(service, "{{.ID}}")
 
     def container(self, service: str) -> dict | None:
         """docker inspect of the project's container for service, or None."""
@@ -345,22 +350,7 @@ class Switch:
         return json.loads(out)[0]
 
     def running(self, service: str) -> bool:
-        """One `docker ps` (no inspect): every docker call is on a rollback's clock."""
-        _, out, _ = self.run(
-            [
-                "docker",
-                "ps",
-                "--all",
-                "--format",
-                "{{.State}}",
-                "--filter",
-                f"label=com.docker.compose.project={self.p['compose_project']}",
-                "--filter",
-                f"label=com.docker.compose.service={service}",
-            ]
-        )
-        states = out.split()
-        return bool(states) and states[0] == "running"
+        return self.ps(service, "{{.State}}") == "running"
 
     def image_info(self, ref: str) -> dict | None:
         rc, out, _ = self.run(["docker", "image", "inspect", ref], check=False)
@@ -732,12 +722,13 @@ class Switch:
         _, out, _ = self.run(
             ["systemctl", "show", "--property=LoadState,ActiveState", *units], check=False
         )
+        # One block per unit; no output (systemctl failed) counts as loaded: stop anyway.
         shown = [
             dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
             for block in out.strip().split("\n\n")
         ]
-        active = bool(shown) and shown[0].get("ActiveState") == "active"
-        loaded = any(u.get("LoadState", "loaded") != "not-found" for u in shown) or not shown
+        active = shown[0].get("ActiveState") == "active"
+        loaded = any(u.get("LoadState", "loaded") != "not-found" for u in shown)
         if loaded and not self.check:
             self.run(["systemctl", "stop", *units], check=False)
             self.run(["systemctl", "reset-failed", *units], check=False)
